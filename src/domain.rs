@@ -20,7 +20,7 @@ pub struct InvalidDiscordUserId;
 
 impl DiscordUserId {
     /// Wraps a snowflake taken from Discord.
-    pub fn new(id: u64) -> Self {
+    pub const fn new(id: u64) -> Self {
         Self(id)
     }
 

@@ -104,7 +104,8 @@ impl Linking {
             Arc::clone(starting.entry(user).or_default())
         };
         let _guard = lock.lock().await;
-        let now = Utc::now();
+        // Whole milliseconds, as stored, so the poller can recognise its flow by `created_at`.
+        let now = crate::store::from_millis(crate::store::to_millis(Utc::now()));
 
         if let Some(flow) = flows::find(&self.inner.store, user).await? {
             if flow.outcome.is_none() && flow.expires_at - now > MIN_REUSABLE_LIFETIME {

@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Milliseconds from the Unix epoch to Discord's (2015-01-01), the zero of every snowflake.
 const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
-/// What HELLO asks for. Discord's own value; serenity heartbeats once at once, then rarely.
+/// What HELLO asks for: Discord's usual value. serenity first heartbeats one interval after
+/// HELLO, so short tests see none.
 const HEARTBEAT_INTERVAL_MS: u64 = 41_250;
 
 /// Close code for `disconnect()`: 4000 ("unknown error") tells the client it may resume.
@@ -293,7 +294,8 @@ impl Shared {
     }
 
     fn changed(&self) {
-        self.changes.send_modify(|version| *version = version.wrapping_add(1));
+        self.changes
+            .send_modify(|version| *version = version.wrapping_add(1));
     }
 
     /// Resolves with the first `Some` that `check` returns, re-checking after each change.
@@ -315,7 +317,11 @@ impl Shared {
     fn forget_connection(&self, connection_id: u64) {
         {
             let mut model = self.model();
-            if model.connection.as_ref().is_some_and(|c| c.id == connection_id) {
+            if model
+                .connection
+                .as_ref()
+                .is_some_and(|c| c.id == connection_id)
+            {
                 model.connection = None;
             }
         }
@@ -471,7 +477,10 @@ impl Model {
     }
 
     fn answer_interaction(&mut self, id: &str, token: &str, body: &Value) -> Response {
-        let found = self.interactions.iter().position(|r| r.id.to_string() == id && r.token == token);
+        let found = self
+            .interactions
+            .iter()
+            .position(|r| r.id.to_string() == id && r.token == token);
         let Some(index) = found else {
             return discord_error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
         };
@@ -483,11 +492,19 @@ impl Model {
         let message_id = self.next_id();
         let data = &body["data"];
         let original = match body["type"].as_u64() {
-            Some(4) => Some(StoredMessage::from_body(message_id, FakeDiscord::CHANNEL_ID, data)),
+            Some(4) => Some(StoredMessage::from_body(
+                message_id,
+                FakeDiscord::CHANNEL_ID,
+                data,
+            )),
             Some(5) => {
                 // A deferred response shows as an empty "thinking" message until edited.
                 let empty = json!({ "flags": data["flags"].as_u64().unwrap_or(0) | LOADING });
-                Some(StoredMessage::from_body(message_id, FakeDiscord::CHANNEL_ID, &empty))
+                Some(StoredMessage::from_body(
+                    message_id,
+                    FakeDiscord::CHANNEL_ID,
+                    &empty,
+                ))
             }
             _ => None,
         };
@@ -514,7 +531,13 @@ impl Model {
     }
 
     /// `GET`, `PATCH` or `DELETE` on `@original` or on a follow-up, by message id.
-    fn webhook_message(&mut self, method: &str, token: &str, message: &str, body: &Value) -> Response {
+    fn webhook_message(
+        &mut self,
+        method: &str,
+        token: &str,
+        message: &str,
+        body: &Value,
+    ) -> Response {
         let Some(record) = self.interactions.iter_mut().find(|r| r.token == token) else {
             return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
         };
@@ -551,7 +574,9 @@ impl Model {
 
     fn open_dm(&mut self, body: &Value) -> Response {
         let recipient = &body["recipient_id"];
-        let user_id = recipient.as_u64().or_else(|| recipient.as_str()?.parse().ok());
+        let user_id = recipient
+            .as_u64()
+            .or_else(|| recipient.as_str()?.parse().ok());
         let Some(user_id) = user_id else {
             return invalid_form_body();
         };
@@ -563,7 +588,11 @@ impl Model {
                 channel_id
             }
         };
-        let last_message = self.messages.iter().rev().find(|m| m.channel_id == channel_id);
+        let last_message = self
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.channel_id == channel_id);
         Json(json!({
             "id": channel_id.to_string(),
             "type": 1,
@@ -578,7 +607,11 @@ impl Model {
         if let Some(status) = self.failures.pop_front() {
             return scripted_failure(status);
         }
-        let recipient = self.dm_channels.iter().find(|&(_, &c)| c == channel_id).map(|(&u, _)| u);
+        let recipient = self
+            .dm_channels
+            .iter()
+            .find(|&(_, &c)| c == channel_id)
+            .map(|(&u, _)| u);
         if recipient.is_none() && channel_id != FakeDiscord::CHANNEL_ID {
             return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
         }
@@ -596,8 +629,17 @@ impl Model {
         Json(reply).into_response()
     }
 
-    fn channel_message(&mut self, method: &str, channel_id: u64, id: u64, body: &Value) -> Response {
-        let found = self.messages.iter().position(|m| m.channel_id == channel_id && m.id == id);
+    fn channel_message(
+        &mut self,
+        method: &str,
+        channel_id: u64,
+        id: u64,
+        body: &Value,
+    ) -> Response {
+        let found = self
+            .messages
+            .iter()
+            .position(|m| m.channel_id == channel_id && m.id == id);
         let Some(index) = found else {
             return unknown_message();
         };
@@ -701,7 +743,9 @@ async fn answer_rest(
         method: method.as_str().to_owned(),
         path: uri.path().to_owned(),
         body,
-        authorization: authorization.and_then(|v| v.to_str().ok()).map(str::to_owned),
+        authorization: authorization
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         at: Instant::now(),
     };
 
@@ -804,8 +848,9 @@ async fn serve_connection(shared: Arc<Shared>, mut socket: WebSocket) {
                         let frame = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
                         answer_frame(&shared, connection_id, &mut socket, &mut seq, &frame).await
                     }
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => false,
+                    // After a Close, reading on lets the socket send its reply Close frame.
                     Some(Ok(_)) => true,
+                    Some(Err(_)) | None => false,
                 };
             }
             command = injected.recv(), if is_current => match command {
@@ -819,6 +864,8 @@ async fn serve_connection(shared: Arc<Shared>, mut socket: WebSocket) {
                     };
                     socket.send(Message::Close(Some(frame))).await.ok();
                     done.send(()).ok();
+                    // Read until the client's reply Close completes the closing handshake.
+                    while let Some(Ok(_)) = socket.recv().await {}
                     is_open = false;
                 }
                 // A newer connection took over the sender.
@@ -908,7 +955,11 @@ fn interaction_json(
     user_id: u64,
     options: Value,
 ) -> Value {
-    let options = if options.is_null() { json!([]) } else { options };
+    let options = if options.is_null() {
+        json!([])
+    } else {
+        options
+    };
     let guild_id = FakeDiscord::GUILD_ID.to_string();
     let channel_id = FakeDiscord::CHANNEL_ID.to_string();
     json!({
@@ -1010,7 +1061,11 @@ fn is_empty_message(body: &Value) -> bool {
 }
 
 fn array_or_empty(value: &Value) -> Value {
-    if value.is_array() { value.clone() } else { json!([]) }
+    if value.is_array() {
+        value.clone()
+    } else {
+        json!([])
+    }
 }
 
 fn snowflake_time(id: u64) -> String {
@@ -1041,7 +1096,11 @@ fn unknown_message() -> Response {
 }
 
 fn empty_message() -> Response {
-    discord_error(StatusCode::BAD_REQUEST, 50006, "Cannot send an empty message")
+    discord_error(
+        StatusCode::BAD_REQUEST,
+        50006,
+        "Cannot send an empty message",
+    )
 }
 
 fn invalid_form_body() -> Response {

@@ -3,7 +3,10 @@
 //! `127.0.0.1:0`. Bodies, headers and token shapes follow `shared/reference/microsoft-identity.md`;
 //! behaviour Microsoft leaves unconfirmed is a switch or a scripted [`Reply`]. Tests approve or
 //! decline codes, script failures and inspect every request; nothing here leaves the machine.
-#![expect(dead_code, reason = "each test binary uses only part of the scripting API")]
+#![expect(
+    dead_code,
+    reason = "each test binary uses only part of the scripting API"
+)]
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -44,6 +47,7 @@ const GRAPH_WWW_AUTHENTICATE: &str = concat!(
     "authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", ",
     "client_id=\"00000003-0000-0000-c000-000000000000\"",
 );
+const EXPIRED_GRAPH_TOKEN: &str = "Access token has expired or is not yet valid.";
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 const FORM: &str = "application/x-www-form-urlencoded";
 /// Scopes assumed when a scripted success has no device code or grant to take them from.
@@ -86,35 +90,45 @@ pub struct FakeUser {
 
 /// One scripted answer that overrides the normal behaviour for the next matching request.
 ///
-/// Queues are per endpoint ([`FakeMicrosoft::script_poll`] and friends). OAuth error variants
-/// render the full section-3 error body at HTTP 400; on Graph they render Graph's error shape.
+/// Queues are per endpoint ([`FakeMicrosoft::script_poll`] and friends). On the login endpoints
+/// the OAuth error variants render the full section-3 error body at HTTP 400; on Graph only
+/// `AccessDenied`, `Expired`, `Error` and the transport-level variants apply.
 #[derive(Clone, Debug)]
 pub enum Reply {
     /// `authorization_pending` (AADSTS70016).
     Pending,
     /// `slow_down`; counts towards the strict-interval penalty of that device code.
     SlowDown,
-    /// `authorization_declined` (Microsoft's word for RFC 8628's `access_denied`).
+    /// `authorization_declined` (AADSTS65004), Microsoft's word for RFC 8628's `access_denied`.
     Declined,
-    /// `access_denied` as RFC 8628 spells it; on Graph, 403 `accessDenied`.
+    /// `access_denied` (AADSTS65004) as RFC 8628 spells it; on Graph, 403 `accessDenied`.
     AccessDenied,
     /// Poll: `expired_token` (AADSTS70020). Refresh: `invalid_grant` AADSTS700082 with suberror
     /// `bad_token` (refresh token inactive for 90 days). Graph: 401, token expired.
     Expired,
     /// `bad_verification_code` (AADSTS70018).
     BadVerificationCode,
-    /// Any error body. The first code picks the canned description; on Graph, `error` becomes
-    /// `error.code` and `codes`/`suberror` are ignored. `status: 200` gives an error on HTTP 200.
+    /// Any error body. The first code picks the canned description (empty `codes`: no
+    /// `AADSTS` prefix and no `error_uri`); on Graph, `error` becomes `error.code` and
+    /// `codes`/`suberror` are ignored. `status: 200` gives an error on HTTP 200.
     Error {
+        /// HTTP status; checked when queued.
         status: u16,
+        /// The OAuth `error` (or Graph `error.code`).
         error: String,
+        /// `error_codes`, e.g. `vec![50076, 50079]`.
         codes: Vec<u32>,
+        /// `suberror`, e.g. `basic_action`, `bad_token`, `consent_required`.
         suberror: Option<String>,
     },
-    /// This status with a small HTML body, as a proxy or load balancer would send.
+    /// This status with a small HTML body, as a proxy or load balancer would send (no body for
+    /// 1xx, 204 and 304).
     Status(u16),
     /// 429 with a `Retry-After` header and the plain-text body "Too Many Requests".
-    TooManyRequests { retry_after: u64 },
+    TooManyRequests {
+        /// Seconds, sent as `Retry-After`.
+        retry_after: u64,
+    },
     /// 200 labelled `application/json` whose body is truncated JSON.
     Garbage,
     /// The endpoint's typical error at HTTP 200: devicecode `unauthorized_client`, poll
@@ -158,7 +172,10 @@ impl RecordedRequest {
 
     fn is_token_request(&self, grant_type: &str) -> bool {
         self.path.ends_with(TOKEN_PATH)
-            && self.form.get("grant_type").is_some_and(|value| value == grant_type)
+            && self
+                .form
+                .get("grant_type")
+                .is_some_and(|value| value == grant_type)
     }
 }
 
@@ -287,7 +304,9 @@ impl FakeMicrosoft {
     ///
     /// Panics if no such code was issued or it was already approved, declined or redeemed.
     pub fn decline(&self, user_code: &str) {
-        let outcome = self.lock().settle_user_code(user_code, FlowStatus::Declined);
+        let outcome = self
+            .lock()
+            .settle_user_code(user_code, FlowStatus::Declined);
         if let Err(problem) = outcome {
             panic!("FakeMicrosoft::decline: {problem}");
         }
@@ -333,7 +352,11 @@ impl FakeMicrosoft {
     /// Every request received, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         let state = self.lock();
-        state.requests.iter().map(|seen| seen.request.clone()).collect()
+        state
+            .requests
+            .iter()
+            .map(|entry| entry.request.clone())
+            .collect()
     }
 
     /// Token requests with the device-code grant, in arrival order.
@@ -405,7 +428,7 @@ impl FakeMicrosoft {
 
     fn requests_where(&self, keep: impl Fn(&RecordedRequest) -> bool) -> Vec<RecordedRequest> {
         let state = self.lock();
-        let requests = state.requests.iter().map(|seen| &seen.request);
+        let requests = state.requests.iter().map(|entry| &entry.request);
         requests.filter(|request| keep(request)).cloned().collect()
     }
 
@@ -413,8 +436,8 @@ impl FakeMicrosoft {
         let mut answered = self.inner.answered.subscribe();
         let reached = |_: &usize| {
             let state = self.lock();
-            let done = state.requests.iter().filter(|seen| seen.answered);
-            done.filter(|seen| matches(&seen.request)).count() >= n
+            let done = state.requests.iter().filter(|entry| entry.answered);
+            done.filter(|entry| matches(&entry.request)).count() >= n
         };
         answered
             .wait_for(reached)
@@ -425,7 +448,7 @@ impl FakeMicrosoft {
     /// Records a new request; returns its index in `requests`.
     fn remember(&self, request: RecordedRequest) -> usize {
         let mut state = self.lock();
-        state.requests.push(SeenEntry {
+        state.requests.push(LogEntry {
             request,
             answered: false,
         });
@@ -437,8 +460,8 @@ impl FakeMicrosoft {
         let answer = {
             let mut state = self.lock();
             let answer = decide(&mut state);
-            if let Some(seen) = state.requests.get_mut(seq) {
-                seen.answered = true;
+            if let Some(entry) = state.requests.get_mut(seq) {
+                entry.answered = true;
             }
             answer
         };
@@ -468,7 +491,7 @@ enum Endpoint {
 
 /// Request-scoped handle the recording middleware hands to the endpoints.
 #[derive(Clone)]
-struct Seen {
+struct Arrival {
     seq: usize,
     request: RecordedRequest,
 }
@@ -476,7 +499,10 @@ struct Seen {
 fn router(fake: FakeMicrosoft) -> Router {
     // `any` plus a method check inside, so wrong methods are recorded too.
     Router::new()
-        .route("/{tenant}/oauth2/v2.0/devicecode", any(device_code_endpoint))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            any(device_code_endpoint),
+        )
         .route("/{tenant}/oauth2/v2.0/token", any(token_endpoint))
         .route("/v1.0/me", any(graph_me_endpoint))
         .fallback(unknown_path)
@@ -505,7 +531,7 @@ async fn record(State(fake): State<FakeMicrosoft>, request: Request, next: Next)
     let seq = fake.remember(recorded.clone());
 
     let mut request = Request::from_parts(parts, Body::from(bytes));
-    request.extensions_mut().insert(Seen {
+    request.extensions_mut().insert(Arrival {
         seq,
         request: recorded,
     });
@@ -526,10 +552,10 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> BTreeMap<String, String> {
 async fn device_code_endpoint(
     State(fake): State<FakeMicrosoft>,
     Path(tenant): Path<String>,
-    Extension(seen): Extension<Seen>,
+    Extension(arrival): Extension<Arrival>,
 ) -> Response {
-    let request = &seen.request;
-    let answer = fake.process(seen.seq, |state| {
+    let request = &arrival.request;
+    let answer = fake.process(arrival.seq, |state| {
         if request.method != Method::POST.as_str() {
             return Answer::Empty(StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -541,10 +567,10 @@ async fn device_code_endpoint(
 async fn token_endpoint(
     State(fake): State<FakeMicrosoft>,
     Path(tenant): Path<String>,
-    Extension(seen): Extension<Seen>,
+    Extension(arrival): Extension<Arrival>,
 ) -> Response {
-    let request = &seen.request;
-    let answer = fake.process(seen.seq, |state| {
+    let request = &arrival.request;
+    let answer = fake.process(arrival.seq, |state| {
         if request.method != Method::POST.as_str() {
             return Answer::Empty(StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -559,10 +585,10 @@ async fn token_endpoint(
 
 async fn graph_me_endpoint(
     State(fake): State<FakeMicrosoft>,
-    Extension(seen): Extension<Seen>,
+    Extension(arrival): Extension<Arrival>,
 ) -> Response {
-    let request = &seen.request;
-    let answer = fake.process(seen.seq, |state| {
+    let request = &arrival.request;
+    let answer = fake.process(arrival.seq, |state| {
         if request.method != Method::GET.as_str() {
             return Answer::Empty(StatusCode::METHOD_NOT_ALLOWED);
         }
@@ -571,9 +597,12 @@ async fn graph_me_endpoint(
     respond(answer, request, Host::Graph).await
 }
 
-async fn unknown_path(State(fake): State<FakeMicrosoft>, Extension(seen): Extension<Seen>) -> Response {
-    let answer = fake.process(seen.seq, |_| Answer::Empty(StatusCode::NOT_FOUND));
-    respond(answer, &seen.request, Host::Login).await
+async fn unknown_path(
+    State(fake): State<FakeMicrosoft>,
+    Extension(arrival): Extension<Arrival>,
+) -> Response {
+    let answer = fake.process(arrival.seq, |_| Answer::Empty(StatusCode::NOT_FOUND));
+    respond(answer, &arrival.request, Host::Login).await
 }
 
 // --- State machine --------------------------------------------------------------------------
@@ -590,10 +619,10 @@ struct FakeState {
     access_tokens: HashMap<String, AccessEntry>,
     issued: Issued,
     scripts: Scripts,
-    requests: Vec<SeenEntry>,
+    requests: Vec<LogEntry>,
 }
 
-struct SeenEntry {
+struct LogEntry {
     request: RecordedRequest,
     /// Set once the answer is decided; waiters only count answered requests.
     answered: bool,
@@ -609,7 +638,6 @@ struct Settings {
 }
 
 struct DeviceFlow {
-    user_code: String,
     /// The tenant path segment of the devicecode request; polls must use the same one.
     tenant: String,
     scopes: Scopes,
@@ -661,4 +689,1109 @@ struct Scripts {
     poll: VecDeque<Reply>,
     refresh: VecDeque<Reply>,
     graph: VecDeque<Reply>,
+}
+
+impl FakeState {
+    fn new() -> Self {
+        Self {
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            settings: Settings {
+                device_code_lifetime: 900,
+                interval: 5,
+                access_token_lifetime: 3599,
+                strict_interval: false,
+                strict_rotation: false,
+                unknown_tenants: HashSet::new(),
+            },
+            flows: HashMap::new(),
+            user_codes: HashMap::new(),
+            grants: Vec::new(),
+            refresh_tokens: HashMap::new(),
+            access_tokens: HashMap::new(),
+            issued: Issued::default(),
+            scripts: Scripts::default(),
+            requests: Vec::new(),
+        }
+    }
+
+    fn settle_user_code(&mut self, user_code: &str, outcome: FlowStatus) -> Result<(), String> {
+        let user_code = user_code.trim().to_ascii_uppercase();
+        let flow = self
+            .user_codes
+            .get(&user_code)
+            .and_then(|device_code| self.flows.get_mut(device_code));
+        let Some(flow) = flow else {
+            let issued = &self.issued.user_codes;
+            return Err(format!(
+                "no device code has user code {user_code:?} (issued: {issued:?})"
+            ));
+        };
+        let previous = match flow.status {
+            FlowStatus::Pending => {
+                flow.status = outcome;
+                return Ok(());
+            }
+            FlowStatus::Approved(_) => "approved",
+            FlowStatus::Declined => "declined",
+            FlowStatus::Redeemed => "redeemed",
+        };
+        Err(format!("user code {user_code} was already {previous}"))
+    }
+
+    fn is_known_tenant(&self, tenant: &str) -> bool {
+        let tenant = tenant.to_ascii_lowercase();
+        if self.settings.unknown_tenants.contains(&tenant) {
+            return false;
+        }
+        matches!(tenant.as_str(), "common" | "organizations" | "consumers")
+            || is_guid(&tenant)
+            || is_domain(&tenant)
+    }
+
+    /// The checks both endpoints make before looking at the grant itself.
+    fn check_client(&self, tenant: &str, form: &BTreeMap<String, String>) -> Option<OAuthError> {
+        if !self.is_known_tenant(tenant) {
+            let text = format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID \
+                 and are signing into the correct cloud."
+            );
+            return Some(OAuthError::new(400, "invalid_tenant", 90002, text));
+        }
+        let Some(client_id) = form.get("client_id") else {
+            return Some(missing_parameter("client_id"));
+        };
+        if *client_id != self.client_id {
+            let text = format!(
+                "Application with identifier '{client_id}' was not found in the directory \
+                 '{tenant}'. This can happen if the application has not been installed by the \
+                 administrator of the tenant or consented to by any user in the tenant. You may \
+                 have sent your authentication request to the wrong tenant."
+            );
+            return Some(OAuthError::new(400, "unauthorized_client", 700016, text));
+        }
+        // The device flow is a public-client flow; presenting a secret is itself an error.
+        if form.contains_key("client_secret") || form.contains_key("client_assertion") {
+            return Some(OAuthError::known(401, "invalid_client", 700025));
+        }
+        None
+    }
+
+    fn device_authorization(&mut self, tenant: &str, request: &RecordedRequest) -> Answer {
+        if let Some(reply) = self.scripts.device_code.pop_front() {
+            return scripted(reply, Endpoint::DeviceCode);
+        }
+        if let Some(rejection) = self.check_client(tenant, &request.form) {
+            return rejection.into();
+        }
+        let scope = request
+            .form
+            .get("scope")
+            .filter(|scope| !scope.trim().is_empty());
+        let Some(scope) = scope else {
+            return missing_parameter("scope").into();
+        };
+
+        // `mkt` would localise `message`; the fake accepts it and always answers in English.
+        let device_code = random_device_code();
+        let user_code = self.unique_user_code();
+        let lifetime = self.settings.device_code_lifetime;
+        let interval = self.settings.interval;
+        let flow = DeviceFlow {
+            tenant: tenant.to_owned(),
+            scopes: Scopes::parse(scope),
+            expires_at: request.at + Duration::from_secs(lifetime),
+            interval: Duration::from_secs(interval),
+            status: FlowStatus::Pending,
+            last_poll: None,
+            slow_downs: 0,
+        };
+        self.flows.insert(device_code.clone(), flow);
+        self.user_codes
+            .insert(user_code.clone(), device_code.clone());
+        self.issued.device_codes.push(device_code.clone());
+        self.issued.user_codes.push(user_code.clone());
+
+        let message = format!(
+            "To sign in, use a web browser to open the page {VERIFICATION_URI} and enter the code \
+             {user_code} to authenticate."
+        );
+        Answer::Ok(json!({
+            "user_code": user_code,
+            "device_code": device_code,
+            "verification_uri": VERIFICATION_URI,
+            "expires_in": lifetime,
+            "interval": interval,
+            "message": message,
+        }))
+    }
+
+    fn unique_user_code(&self) -> String {
+        loop {
+            let code = random_user_code();
+            if !self.user_codes.contains_key(&code) {
+                return code;
+            }
+        }
+    }
+
+    fn poll(&mut self, tenant: &str, request: &RecordedRequest) -> Answer {
+        // MSAL sends the code as both `device_code` and `code`; early-2020 servers wanted `code`.
+        let form = &request.form;
+        let code = form
+            .get("device_code")
+            .or_else(|| form.get("code"))
+            .cloned();
+        let too_early = code
+            .as_deref()
+            .is_some_and(|code| self.note_poll(code, request.at));
+        if let Some(reply) = self.scripts.poll.pop_front() {
+            return self.scripted_poll(reply, code.as_deref(), request);
+        }
+        if let Some(rejection) = self.check_client(tenant, form) {
+            return rejection.into();
+        }
+        let Some(code) = code else {
+            return missing_parameter("device_code").into();
+        };
+        let Some(flow) = self.flows.get_mut(&code) else {
+            return OAuthError::known(400, "bad_verification_code", 70018).into();
+        };
+
+        // Real behaviour on a tenant mismatch is unconfirmed; the reference picks invalid_grant.
+        if !flow.tenant.eq_ignore_ascii_case(tenant) {
+            return OAuthError::known(400, "invalid_grant", 70000).into();
+        }
+        // Re-polling a redeemed code is unconfirmed too; AADSTS90120 ("already authorized or
+        // declined") is the documented code closest to it.
+        if matches!(flow.status, FlowStatus::Redeemed) {
+            return OAuthError::known(400, "invalid_grant", 90120).into();
+        }
+        if request.at >= flow.expires_at {
+            return OAuthError::known(400, "expired_token", 70020).into();
+        }
+        if too_early {
+            flow.slow_downs += 1;
+            return slow_down().into();
+        }
+        let user = match &flow.status {
+            FlowStatus::Approved(user) => user.clone(),
+            FlowStatus::Declined => return declined().into(),
+            FlowStatus::Pending | FlowStatus::Redeemed => return pending().into(),
+        };
+
+        flow.status = FlowStatus::Redeemed;
+        let scopes = flow.scopes.clone();
+        Answer::Ok(self.redeem(&user, &scopes, wants_client_info(request)))
+    }
+
+    /// Tokens for a device code just approved; a grant and its refresh token exist only when
+    /// `offline_access` was requested.
+    fn redeem(&mut self, user: &FakeUser, scopes: &Scopes, client_info: bool) -> Value {
+        let grant = scopes.offline_access.then(|| {
+            self.grants.push(Grant {
+                user: user.clone(),
+                consented: scopes.clone(),
+                revoked: false,
+            });
+            self.grants.len() - 1
+        });
+        self.mint(user, scopes, grant, client_info)
+    }
+
+    /// Stamps a poll of `device_code`; true if strict-interval mode finds it too early.
+    fn note_poll(&mut self, device_code: &str, at: Instant) -> bool {
+        let strict = self.settings.strict_interval;
+        let Some(flow) = self.flows.get_mut(device_code) else {
+            return false;
+        };
+        // RFC 8628 §3.5: each slow_down adds 5 s to the interval for all later polls.
+        let wait = flow.interval + Duration::from_secs(5 * u64::from(flow.slow_downs));
+        let too_early = flow
+            .last_poll
+            .is_some_and(|last| at.saturating_duration_since(last) + EARLY_POLL_TOLERANCE < wait);
+        flow.last_poll = Some(at);
+        strict && too_early
+    }
+
+    fn scripted_poll(
+        &mut self,
+        reply: Reply,
+        code: Option<&str>,
+        request: &RecordedRequest,
+    ) -> Answer {
+        let flow = code.and_then(|code| self.flows.get_mut(code));
+        match reply {
+            Reply::SlowDown => {
+                if let Some(flow) = flow {
+                    flow.slow_downs += 1;
+                }
+                slow_down().into()
+            }
+            Reply::SuccessWithoutRefreshToken => {
+                let (user, scopes) = match flow {
+                    Some(flow) => {
+                        let user = match &flow.status {
+                            FlowStatus::Approved(user) => user.clone(),
+                            _ => throwaway_user(),
+                        };
+                        flow.status = FlowStatus::Redeemed;
+                        (user, flow.scopes.clone())
+                    }
+                    None => (throwaway_user(), Scopes::parse(DEFAULT_SCOPES)),
+                };
+                Answer::Ok(self.mint(&user, &scopes, None, wants_client_info(request)))
+            }
+            other => scripted(other, Endpoint::Poll),
+        }
+    }
+
+    fn refresh(&mut self, tenant: &str, request: &RecordedRequest) -> Answer {
+        if let Some(reply) = self.scripts.refresh.pop_front() {
+            return self.scripted_refresh(reply, request);
+        }
+        if let Some(rejection) = self.check_client(tenant, &request.form) {
+            return rejection.into();
+        }
+        let Some(token) = request.form.get("refresh_token") else {
+            return missing_parameter("refresh_token").into();
+        };
+        // A token mangled in transit (say, `+` sent unencoded) lands here as unknown.
+        let Some(entry) = self.refresh_tokens.get(token) else {
+            return OAuthError::known(400, "invalid_grant", 9002313).into();
+        };
+        if entry.retired {
+            return OAuthError::known(400, "invalid_grant", 70008).into();
+        }
+        let grant_id = entry.grant;
+        let grant = &self.grants[grant_id];
+        if grant.revoked {
+            return OAuthError::known(400, "invalid_grant", 50173).into();
+        }
+
+        // Refresh tokens are bound to user and client, not to resource or tenant: they mint
+        // tokens for any consented resource, so only Graph scopes are checked against consent.
+        let requested = requested_scopes(request).unwrap_or_else(|| grant.consented.clone());
+        if let Some(scope) = requested.unconsented(&grant.consented) {
+            return consent_required(&scope, &self.client_id).into();
+        }
+        let user = grant.user.clone();
+        if let Some(entry) = self.refresh_tokens.get_mut(token) {
+            entry.retired = self.settings.strict_rotation;
+        }
+        Answer::Ok(self.mint(
+            &user,
+            &requested,
+            Some(grant_id),
+            wants_client_info(request),
+        ))
+    }
+
+    fn scripted_refresh(&mut self, reply: Reply, request: &RecordedRequest) -> Answer {
+        if !matches!(reply, Reply::SuccessWithoutRefreshToken) {
+            return scripted(reply, Endpoint::Refresh);
+        }
+        let grant = request
+            .form
+            .get("refresh_token")
+            .and_then(|token| self.refresh_tokens.get(token))
+            .and_then(|entry| self.grants.get(entry.grant));
+        let user = grant.map_or_else(throwaway_user, |grant| grant.user.clone());
+        let scopes = requested_scopes(request)
+            .or_else(|| grant.map(|grant| grant.consented.clone()))
+            .unwrap_or_else(|| Scopes::parse(DEFAULT_SCOPES));
+        Answer::Ok(self.mint(&user, &scopes, None, wants_client_info(request)))
+    }
+
+    fn other_grant(&self, tenant: &str, request: &RecordedRequest, grant: Option<&str>) -> Answer {
+        if let Some(rejection) = self.check_client(tenant, &request.form) {
+            return rejection.into();
+        }
+        let Some(grant) = grant else {
+            return missing_parameter("grant_type").into();
+        };
+        let text = format!("The app requested an unsupported grant type '{grant}'.");
+        OAuthError::new(400, "unsupported_grant_type", 70003, text).into()
+    }
+
+    /// Issues an access token (and a rotated refresh token when `grant` is set) and builds the
+    /// section-4 success body.
+    fn mint(
+        &mut self,
+        user: &FakeUser,
+        scopes: &Scopes,
+        grant: Option<usize>,
+        client_info: bool,
+    ) -> Value {
+        let lifetime = self.settings.access_token_lifetime;
+        let access_token = random_access_token();
+        let entry = AccessEntry {
+            user: user.clone(),
+            resource: scopes.resource.clone(),
+            scopes: scopes.resource_scopes.clone(),
+            expires_at: Instant::now() + Duration::from_secs(lifetime),
+        };
+        self.access_tokens.insert(access_token.clone(), entry);
+        self.issued.access_tokens.push(access_token.clone());
+
+        let mut body = json!({
+            "token_type": "Bearer",
+            "scope": scopes.response_scope(),
+            "expires_in": lifetime,
+            "ext_expires_in": lifetime,
+            "access_token": access_token,
+        });
+        if let Some(grant) = grant {
+            let refresh_token = random_refresh_token(user.msa);
+            let entry = RefreshEntry {
+                grant,
+                retired: false,
+            };
+            self.refresh_tokens.insert(refresh_token.clone(), entry);
+            self.issued.refresh_tokens.push(refresh_token.clone());
+            body["refresh_token"] = json!(refresh_token);
+        }
+        if scopes.openid {
+            body["id_token"] = json!(id_token(user, scopes.profile, &self.client_id));
+        }
+        if client_info {
+            let info = json!({ "uid": user.object_id, "utid": user.tenant_id });
+            body["client_info"] = json!(URL_SAFE_NO_PAD.encode(info.to_string()));
+        }
+        body
+    }
+
+    fn graph_me(&mut self, request: &RecordedRequest) -> Answer {
+        if let Some(reply) = self.scripts.graph.pop_front() {
+            return scripted(reply, Endpoint::Graph);
+        }
+        let Some(token) = bearer_token(request) else {
+            return GraphError::unauthorized("Access token is empty.").into();
+        };
+        let Some(entry) = self.access_tokens.get(token) else {
+            let message = "CompactToken parsing failed with error code: 80049217";
+            return GraphError::unauthorized(message).into();
+        };
+        // The exact wording for a token minted for another resource is unconfirmed.
+        if entry.resource != Resource::Graph {
+            let message = "Access token validation failure. Invalid audience.";
+            return GraphError::unauthorized(message).into();
+        }
+        if request.at >= entry.expires_at {
+            return GraphError::unauthorized(EXPIRED_GRAPH_TOKEN).into();
+        }
+        if !entry.scopes.iter().any(|scope| reads_own_profile(scope)) {
+            let message = "Insufficient privileges to complete the operation.";
+            return GraphError::new(403, "Authorization_RequestDenied", message).into();
+        }
+        Answer::Ok(graph_user(&entry.user))
+    }
+}
+
+fn wants_client_info(request: &RecordedRequest) -> bool {
+    request
+        .form
+        .get("client_info")
+        .is_some_and(|value| value == "1")
+}
+
+fn requested_scopes(request: &RecordedRequest) -> Option<Scopes> {
+    let scope = request.form.get("scope")?;
+    (!scope.trim().is_empty()).then(|| Scopes::parse(scope))
+}
+
+fn bearer_token(request: &RecordedRequest) -> Option<&str> {
+    let (scheme, token) = request.header("authorization")?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Delegated scopes that allow `GET /me`.
+fn reads_own_profile(scope: &str) -> bool {
+    const ALLOWED: [&str; 6] = [
+        "User.Read",
+        "User.ReadWrite",
+        "User.ReadBasic.All",
+        "User.Read.All",
+        "User.ReadWrite.All",
+        "Directory.Read.All",
+    ];
+    ALLOWED
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(scope))
+}
+
+fn throwaway_user() -> FakeUser {
+    FakeUser::entra("scripted user")
+}
+
+// --- Scopes ---------------------------------------------------------------------------------
+
+/// The resource an access token is minted for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Resource {
+    Graph,
+    /// Another API, named by its URI (`https://example.test`, `api://x`).
+    Other(String),
+}
+
+/// A parsed `scope` parameter: one resource's scopes plus the OpenID Connect ones.
+#[derive(Clone, Debug)]
+struct Scopes {
+    resource: Resource,
+    /// Graph scopes in short form (`User.Read`), other resources' scopes as full URIs.
+    resource_scopes: Vec<String>,
+    openid: bool,
+    profile: bool,
+    email: bool,
+    offline_access: bool,
+}
+
+impl Scopes {
+    fn parse(raw: &str) -> Self {
+        let mut scopes = Self {
+            resource: Resource::Graph,
+            resource_scopes: Vec::new(),
+            openid: false,
+            profile: false,
+            email: false,
+            offline_access: false,
+        };
+        let mut first_resource = None;
+        for scope in raw.split_whitespace() {
+            match scope.to_ascii_lowercase().as_str() {
+                "openid" => scopes.openid = true,
+                "profile" => scopes.profile = true,
+                "email" => scopes.email = true,
+                "offline_access" => scopes.offline_access = true,
+                _ => {
+                    let (resource, name) = split_resource(scope);
+                    // A token covers one resource: the first named; the rest are dropped.
+                    let first = first_resource.get_or_insert_with(|| resource.clone());
+                    if *first == resource {
+                        scopes.resource_scopes.push(name);
+                    }
+                }
+            }
+        }
+        scopes.resource = first_resource.unwrap_or(Resource::Graph);
+        scopes
+    }
+
+    /// The `scope` the server reports: `email` comes along with `openid`, `offline_access` is
+    /// not echoed, as in the documented sample "User.Read profile openid email".
+    fn response_scope(&self) -> String {
+        let mut scope = self.resource_scopes.clone();
+        let oidc = [
+            (self.profile, "profile"),
+            (self.openid, "openid"),
+            (self.openid || self.email, "email"),
+        ];
+        scope.extend(
+            oidc.iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, name)| (*name).to_owned()),
+        );
+        scope.join(" ")
+    }
+
+    /// The first Graph scope in `self` that `consented` does not cover.
+    fn unconsented(&self, consented: &Scopes) -> Option<String> {
+        if self.resource != Resource::Graph {
+            return None;
+        }
+        let granted: &[String] = match consented.resource {
+            Resource::Graph => &consented.resource_scopes,
+            Resource::Other(_) => &[],
+        };
+        let covered = |scope: &String| granted.iter().any(|g| g.eq_ignore_ascii_case(scope));
+        self.resource_scopes
+            .iter()
+            .find(|scope| !covered(scope))
+            .cloned()
+    }
+}
+
+fn split_resource(scope: &str) -> (Resource, String) {
+    let graph = scope
+        .get(..GRAPH_PREFIX.len())
+        .filter(|prefix| prefix.eq_ignore_ascii_case(GRAPH_PREFIX))
+        .map(|_| &scope[GRAPH_PREFIX.len()..]);
+    if let Some(name) = graph {
+        return (Resource::Graph, graph_scope(name));
+    }
+    let Some(scheme_end) = scope.find("://") else {
+        return (Resource::Graph, graph_scope(scope));
+    };
+    let after_scheme = scheme_end + "://".len();
+    let resource = match scope[after_scheme..].rfind('/') {
+        Some(slash) => &scope[..after_scheme + slash],
+        None => scope,
+    };
+    (Resource::Other(resource.to_owned()), scope.to_owned())
+}
+
+/// `.default` means "what the app registration lists"; for a typical app that is `User.Read`.
+fn graph_scope(name: &str) -> String {
+    if name.eq_ignore_ascii_case(".default") {
+        "User.Read".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
+// --- Responses ------------------------------------------------------------------------------
+
+/// The outcome of a request, decided under the state lock and rendered after it is released.
+enum Answer {
+    Ok(Value),
+    Login(OAuthError),
+    Graph(GraphError),
+    Empty(StatusCode),
+    Html(u16),
+    TooManyRequests(u64),
+    Garbage,
+    Hang,
+}
+
+/// A login-endpoint error, rendered as the section-3 body.
+struct OAuthError {
+    status: u16,
+    error: String,
+    codes: Vec<u32>,
+    text: String,
+    suberror: Option<String>,
+}
+
+impl OAuthError {
+    fn new(status: u16, error: &str, code: u32, text: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: error.to_owned(),
+            codes: vec![code],
+            text: text.into(),
+            suberror: None,
+        }
+    }
+
+    /// An error whose description is the canned text for `code`.
+    fn known(status: u16, error: &str, code: u32) -> Self {
+        Self::new(status, error, code, description_for(code))
+    }
+
+    fn with_suberror(mut self, suberror: &str) -> Self {
+        self.suberror = Some(suberror.to_owned());
+        self
+    }
+
+    fn render(&self, request: &RecordedRequest) -> Response {
+        let trace_id = random_guid();
+        // Microsoft echoes the client's `client-request-id` as the correlation id.
+        let correlation_id = request
+            .header("client-request-id")
+            .map_or_else(random_guid, str::to_owned);
+        let timestamp = Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
+        let prefix = self.codes.first().map(|code| format!("AADSTS{code}: "));
+        let description = format!(
+            "{}{}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\n\
+             Timestamp: {timestamp}",
+            prefix.unwrap_or_default(),
+            self.text,
+        );
+        let mut body = json!({
+            "error": self.error,
+            "error_description": description,
+            "error_codes": self.codes,
+            "timestamp": timestamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+        });
+        if let Some(code) = self.codes.first() {
+            body["error_uri"] = json!(format!(
+                "https://login.microsoftonline.com/error?code={code}"
+            ));
+        }
+        if let Some(suberror) = &self.suberror {
+            body["suberror"] = json!(suberror);
+        }
+        let headers = login_headers(&trace_id);
+        (status(self.status), headers, Body::from(body.to_string())).into_response()
+    }
+}
+
+/// A Graph error, rendered as `{"error": {"code", "message", "innerError"}}`.
+struct GraphError {
+    status: u16,
+    code: String,
+    message: String,
+}
+
+impl GraphError {
+    fn new(status: u16, code: &str, message: &str) -> Self {
+        Self {
+            status,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+
+    fn unauthorized(message: &str) -> Self {
+        Self::new(401, "InvalidAuthenticationToken", message)
+    }
+
+    fn render(&self, request: &RecordedRequest) -> Response {
+        let (mut headers, request_id, client_request_id) = graph_headers(request);
+        if self.status == 401 {
+            let challenge = HeaderValue::from_static(GRAPH_WWW_AUTHENTICATE);
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        let body = json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "innerError": {
+                    "date": Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    "request-id": request_id,
+                    "client-request-id": client_request_id,
+                },
+            },
+        });
+        (status(self.status), headers, Body::from(body.to_string())).into_response()
+    }
+}
+
+impl From<OAuthError> for Answer {
+    fn from(error: OAuthError) -> Self {
+        Self::Login(error)
+    }
+}
+
+impl From<GraphError> for Answer {
+    fn from(error: GraphError) -> Self {
+        Self::Graph(error)
+    }
+}
+
+/// Which host's conventions a success body gets.
+#[derive(Clone, Copy)]
+enum Host {
+    Login,
+    Graph,
+}
+
+async fn respond(answer: Answer, request: &RecordedRequest, host: Host) -> Response {
+    match answer {
+        Answer::Ok(body) => {
+            let headers = match host {
+                Host::Login => login_headers(&random_guid()),
+                Host::Graph => graph_headers(request).0,
+            };
+            (StatusCode::OK, headers, Body::from(body.to_string())).into_response()
+        }
+        Answer::Login(error) => error.render(request),
+        Answer::Graph(error) => error.render(request),
+        Answer::Empty(code) => code.into_response(),
+        Answer::Html(code) => html_status(code),
+        Answer::TooManyRequests(retry_after) => {
+            let headers = [
+                (header::CONTENT_TYPE, "text/plain".to_owned()),
+                (header::RETRY_AFTER, retry_after.to_string()),
+            ];
+            (StatusCode::TOO_MANY_REQUESTS, headers, "Too Many Requests").into_response()
+        }
+        Answer::Garbage => {
+            let headers = [(header::CONTENT_TYPE, JSON_UTF8)];
+            (StatusCode::OK, headers, GARBAGE_BODY).into_response()
+        }
+        Answer::Hang => std::future::pending().await,
+    }
+}
+
+fn html_status(code: u16) -> Response {
+    let code = status(code);
+    // These statuses must not carry a body.
+    if code.is_informational() || code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED
+    {
+        return code.into_response();
+    }
+    let reason = code.canonical_reason().unwrap_or("Error");
+    let number = code.as_u16();
+    let body = format!(
+        "<!DOCTYPE html><html><head><title>{number} {reason}</title></head>\
+         <body><h1>{reason}</h1></body></html>"
+    );
+    let headers = [(header::CONTENT_TYPE, "text/html; charset=utf-8")];
+    (code, headers, body).into_response()
+}
+
+fn status(code: u16) -> StatusCode {
+    // Scripted statuses are checked when queued, so the fallback is never used.
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Headers of every login-host JSON answer, success or error (reference §1, request encoding).
+fn login_headers(request_id: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(header::EXPIRES, HeaderValue::from_static("-1"));
+    headers.insert(
+        HeaderName::from_static("x-ms-request-id"),
+        header_value(request_id),
+    );
+    headers
+}
+
+/// Graph's JSON headers; also returns the `request-id` and `client-request-id` used.
+fn graph_headers(request: &RecordedRequest) -> (HeaderMap, String, String) {
+    let request_id = random_guid();
+    let client_request_id = request
+        .header("client-request-id")
+        .map_or_else(random_guid, str::to_owned);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON_UTF8));
+    headers.insert(
+        HeaderName::from_static("request-id"),
+        header_value(&request_id),
+    );
+    let echoed = header_value(&client_request_id);
+    headers.insert(HeaderName::from_static("client-request-id"), echoed);
+    (headers, request_id, client_request_id)
+}
+
+fn header_value(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn graph_user(user: &FakeUser) -> Value {
+    let (given_name, surname) = match user.display_name.split_once(' ') {
+        Some((given, rest)) => (given, Some(rest)),
+        None => (user.display_name.as_str(), None),
+    };
+    // Observed MSA shape: no mail, no phones, no language; the UPN is the account's email.
+    let mail = (!user.msa).then_some(user.username.as_str());
+    let language = (!user.msa).then_some("en-US");
+    json!({
+        "@odata.context": GRAPH_ME_CONTEXT,
+        "businessPhones": [],
+        "displayName": user.display_name,
+        "givenName": given_name,
+        "jobTitle": null,
+        "mail": mail,
+        "mobilePhone": null,
+        "officeLocation": null,
+        "preferredLanguage": language,
+        "surname": surname,
+        "userPrincipalName": user.username,
+        "id": user.graph_id(),
+    })
+}
+
+// --- Canned errors --------------------------------------------------------------------------
+
+fn pending() -> OAuthError {
+    OAuthError::known(400, "authorization_pending", 70016)
+}
+
+/// Microsoft documents no code for `slow_down`; it reuses the pending code, since the client's
+/// action (wait, then poll again) is the same family.
+fn slow_down() -> OAuthError {
+    let text =
+        "OAuth 2.0 device flow error. Polling too frequently; slow down and continue polling.";
+    OAuthError::new(400, "slow_down", 70016, text)
+}
+
+fn declined() -> OAuthError {
+    OAuthError::known(400, "authorization_declined", 65004)
+}
+
+fn missing_parameter(name: &str) -> OAuthError {
+    let text = format!("The request body must contain the following parameter: '{name}'.");
+    OAuthError::new(400, "invalid_request", 900144, text)
+}
+
+fn consent_required(scope: &str, client_id: &str) -> OAuthError {
+    let text = format!(
+        "The user or administrator has not consented to use the application with ID \
+         '{client_id}' for scope '{scope}'. Send an interactive authorization request for this \
+         user and resource."
+    );
+    OAuthError::new(400, "invalid_grant", 65001, text).with_suberror("consent_required")
+}
+
+/// Canned `error_description` texts (after the `AADSTSnnnnn: ` prefix), used by scripted
+/// [`Reply::Error`]s and the fake's own answers.
+fn description_for(code: u32) -> &'static str {
+    match code {
+        70016 => "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+        70018 => {
+            "The provided value for the input parameter 'device_code' is not valid. The code was \
+             not recognized."
+        }
+        70020 => {
+            "The provided value for the input parameter 'device_code' is not valid. This device \
+             code has expired."
+        }
+        65004 => "User declined to consent to access the app.",
+        90120 => "The device flow request was already authorized or declined.",
+        70000 => "The provided value for the input parameter 'device_code' is not valid.",
+        9002313 => "Invalid request. Request is malformed or invalid.",
+        70008 => "The provided authorization code or refresh token has expired or was revoked.",
+        50173 => {
+            "The provided grant has expired due to it being revoked, a fresh auth token is \
+             needed. The user might have changed or reset their password."
+        }
+        700082 => {
+            "The refresh token has expired due to inactivity. The token was issued on \
+             2024-01-01T00:00:00.0000000Z and was inactive for 90.00:00:00."
+        }
+        50076 => {
+            "Due to a configuration change made by your administrator, or because you moved to a \
+             new location, you must use multi-factor authentication to access the resource."
+        }
+        50078 => "Presented multi-factor authentication has expired; sign in again.",
+        50079 => "The user is required to register for multi-factor authentication.",
+        65001 => {
+            "The user or administrator has not consented to use the application. Send an \
+             interactive authorization request for this user and resource."
+        }
+        70043 => {
+            "The refresh token has expired or is invalid due to sign-in frequency checks by \
+             conditional access."
+        }
+        50196 => {
+            "The server terminated an operation because it encountered a client request loop. \
+             Please contact your app vendor."
+        }
+        700016 => "Application was not found in the directory.",
+        7000218 => {
+            "The request body must contain the following parameter: 'client_assertion' or \
+             'client_secret'."
+        }
+        700025 => {
+            "Client is public so neither 'client_assertion' nor 'client_secret' should be \
+             presented."
+        }
+        90002 => "Tenant not found.",
+        900144 => "The request body must contain a required parameter.",
+        90033 => "A transient error has occurred. Please try again.",
+        _ => "Scripted error from the fake identity platform.",
+    }
+}
+
+/// Panics at queue time on replies that cannot be rendered for `endpoint`.
+fn check_reply(reply: &Reply, endpoint: Endpoint) {
+    if let Reply::Error { status, .. } | Reply::Status(status) = reply {
+        let valid = StatusCode::from_u16(*status).is_ok();
+        assert!(valid, "{reply:?}: {status} is not an HTTP status");
+    }
+    let meaningless = match endpoint {
+        Endpoint::Graph => matches!(
+            reply,
+            Reply::Pending
+                | Reply::SlowDown
+                | Reply::Declined
+                | Reply::BadVerificationCode
+                | Reply::SuccessWithoutRefreshToken
+        ),
+        Endpoint::DeviceCode => matches!(reply, Reply::SuccessWithoutRefreshToken),
+        Endpoint::Poll | Endpoint::Refresh => false,
+    };
+    assert!(
+        !meaningless,
+        "{reply:?} means nothing for the {endpoint:?} endpoint; script a Reply::Error instead"
+    );
+}
+
+/// Renders a scripted reply that needs no state. Poll and refresh handle
+/// `SuccessWithoutRefreshToken` themselves, and `check_reply` keeps it off the other queues.
+fn scripted(reply: Reply, endpoint: Endpoint) -> Answer {
+    let graph = endpoint == Endpoint::Graph;
+    match reply {
+        Reply::Pending => pending().into(),
+        Reply::SlowDown => slow_down().into(),
+        Reply::Declined => declined().into(),
+        Reply::AccessDenied if graph => {
+            let message = "Access denied. Check credentials and try again.";
+            GraphError::new(403, "accessDenied", message).into()
+        }
+        Reply::AccessDenied => OAuthError::known(400, "access_denied", 65004).into(),
+        Reply::Expired => match endpoint {
+            Endpoint::Graph => GraphError::unauthorized(EXPIRED_GRAPH_TOKEN).into(),
+            Endpoint::Refresh => {
+                let error = OAuthError::known(400, "invalid_grant", 700082);
+                error.with_suberror("bad_token").into()
+            }
+            Endpoint::Poll | Endpoint::DeviceCode => {
+                OAuthError::known(400, "expired_token", 70020).into()
+            }
+        },
+        Reply::BadVerificationCode => OAuthError::known(400, "bad_verification_code", 70018).into(),
+        Reply::Error {
+            status,
+            error,
+            codes,
+            suberror,
+        } => {
+            if graph {
+                return GraphError::new(status, &error, "Scripted error.").into();
+            }
+            let text = codes
+                .first()
+                .map_or("Scripted error.", |code| description_for(*code));
+            let mut oauth = OAuthError::new(status, &error, 0, text);
+            oauth.codes = codes;
+            oauth.suberror = suberror;
+            oauth.into()
+        }
+        Reply::Status(code) => Answer::Html(code),
+        Reply::TooManyRequests { retry_after } => Answer::TooManyRequests(retry_after),
+        Reply::Garbage => Answer::Garbage,
+        Reply::Hang => Answer::Hang,
+        Reply::ErrorOn200 => error_on_200(endpoint),
+        Reply::SuccessWithoutRefreshToken => {
+            unreachable!("SuccessWithoutRefreshToken is handled by the poll and refresh paths")
+        }
+    }
+}
+
+fn error_on_200(endpoint: Endpoint) -> Answer {
+    let (error, code) = match endpoint {
+        Endpoint::Graph => {
+            let message = "Access token validation failure.";
+            return GraphError::new(200, "InvalidAuthenticationToken", message).into();
+        }
+        Endpoint::DeviceCode => ("unauthorized_client", 700016),
+        Endpoint::Poll => ("authorization_pending", 70016),
+        Endpoint::Refresh => ("invalid_grant", 50173),
+    };
+    OAuthError::known(200, error, code).into()
+}
+
+// --- Tokens and identifiers -----------------------------------------------------------------
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+fn random_hex(bytes: usize) -> String {
+    random_bytes(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn random_guid() -> String {
+    let hex = random_hex(16);
+    format!(
+        "{}-{}-4{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn random_user_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::thread_rng();
+    (0..9)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+fn random_device_code() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes(120))
+}
+
+/// Opaque and deliberately not a JWT (no dots), like MSA's `EwA…` tokens, so code that tries to
+/// decode access tokens fails here first.
+fn random_access_token() -> String {
+    format!("EwA{}", STANDARD.encode(random_bytes(600)))
+}
+
+/// Real refresh tokens carry `.`, `*`, `!`, `$`, `+` and `/`; the `+` in particular turns into a
+/// space unless the client form-encodes the token, and the fake then no longer recognises it.
+fn random_refresh_token(msa: bool) -> String {
+    let prefix = if msa { "M.C540_BAY.0.U.-" } else { "1.AXEA" };
+    let head = STANDARD.encode(random_bytes(192));
+    let tail = STANDARD.encode(random_bytes(96));
+    format!("{prefix}{head}+{tail}*!$")
+}
+
+/// An id_token shaped like the real one but signed with random bytes: public clients that get
+/// it straight from the token endpoint need not verify it.
+fn id_token(user: &FakeUser, profile: bool, client_id: &str) -> String {
+    let now = Utc::now().timestamp();
+    let mut claims = json!({
+        "aud": client_id,
+        "iss": format!("https://login.microsoftonline.com/{}/v2.0", user.tenant_id),
+        "iat": now,
+        "nbf": now,
+        "exp": now + ID_TOKEN_LIFETIME_SECS,
+        "sub": pairwise_subject(user, client_id),
+        "tid": user.tenant_id,
+        "ver": "2.0",
+    });
+    if profile {
+        claims["oid"] = json!(user.object_id);
+        claims["preferred_username"] = json!(user.username);
+        claims["name"] = json!(user.display_name);
+    }
+    let header = json!({ "typ": "JWT", "alg": "RS256", "kid": "fake-microsoft-signing-key" });
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(random_bytes(256)),
+    )
+}
+
+/// `sub` is pairwise: stable for one user and app, different across apps.
+fn pairwise_subject(user: &FakeUser, client_id: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(client_id)
+        .chain_update(&user.tenant_id)
+        .chain_update(&user.object_id)
+        .finalize();
+    URL_SAFE_NO_PAD.encode(digest)
+}
+
+fn is_guid(value: &str) -> bool {
+    value.len() == 36
+        && value.char_indices().all(|(index, c)| match index {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+fn is_domain(value: &str) -> bool {
+    let labels: Vec<&str> = value.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+fn login_name(name: &str) -> String {
+    name.split_whitespace()
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn display_name(name: &str) -> String {
+    let words = name.split_whitespace().map(|word| {
+        let mut chars = word.chars();
+        chars.next().map_or_else(String::new, |first| {
+            first.to_uppercase().chain(chars).collect()
+        })
+    });
+    words.collect::<Vec<_>>().join(" ")
 }

@@ -1,0 +1,9 @@
+//! Integration tests, in one binary so the crate links once. The fakes live in tests/support.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod cli;
+mod linking;
+mod logs;
+mod tokens;
