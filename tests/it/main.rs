@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod app;
 mod cli;
 mod linking;
 mod logs;

@@ -1,6 +1,7 @@
 //! Shared test support: the fakes of Microsoft and Discord, a notifier that records what the
 //! core would have said in chat, and helpers that build the core over a fresh database.
 
+pub mod app;
 pub mod discord;
 pub mod microsoft;
 
