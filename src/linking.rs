@@ -62,6 +62,8 @@ struct Inner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     /// Serialises `start` per user so two quick commands cannot open two flows.
+    // Limitation: entries are never removed; about 100 bytes per user who ever linked; prune
+    // entries whose only holder is the map if that ever matters.
     starting: Mutex<HashMap<DiscordUserId, Arc<tokio::sync::Mutex<()>>>>,
 }
 

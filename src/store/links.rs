@@ -422,6 +422,10 @@ pub async fn delete(store: &Store, user: DiscordUserId) -> Result<bool, StoreErr
     Ok(deleted == 1)
 }
 
+/// Served by the `links_due` index on `(state, next_refresh_at)`.
+const DUE_SQL: &str = "SELECT discord_user_id FROM links WHERE state = 'active' \
+    AND next_refresh_at <= ? ORDER BY next_refresh_at LIMIT ?";
+
 /// Active links whose planned refresh is at or before `now`, soonest first.
 ///
 /// # Errors
@@ -431,14 +435,11 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: u32,
 ) -> Result<Vec<DiscordUserId>, StoreError> {
-    let rows: Vec<(i64,)> = sqlx::query_as(
-        "SELECT discord_user_id FROM links WHERE state = 'active' AND next_refresh_at <= ? \
-         ORDER BY next_refresh_at LIMIT ?",
-    )
-    .bind(to_millis(now))
-    .bind(i64::from(limit))
-    .fetch_all(store.pool())
-    .await?;
+    let rows: Vec<(i64,)> = sqlx::query_as(DUE_SQL)
+        .bind(to_millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(store.pool())
+        .await?;
     rows.into_iter()
         .map(|(id,)| {
             DiscordUserId::from_db(id).map_err(|_| StoreError::Corrupt {
@@ -531,4 +532,35 @@ pub async fn save_scoped(
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Sealer;
+
+    #[tokio::test]
+    async fn the_due_links_query_is_served_by_its_index() {
+        let store = Store::connect("sqlite::memory:", Sealer::new(&[1; 32]))
+            .await
+            .unwrap();
+
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {DUE_SQL}"))
+                .bind(0_i64)
+                .bind(10_i64)
+                .fetch_all(store.pool())
+                .await
+                .unwrap();
+
+        let details: Vec<_> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            details.iter().any(|d| d.contains("USING INDEX links_due")),
+            "{details:?}"
+        );
+        assert!(
+            !details.iter().any(|d| d.contains("TEMP B-TREE")),
+            "no sort step: {details:?}"
+        );
+    }
 }

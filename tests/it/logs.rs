@@ -38,6 +38,19 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
+/// Captures this thread's logs at `level` and above until the guard drops.
+pub fn capture(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(captured.clone())
+        .finish();
+    (
+        captured.clone(),
+        tracing::subscriber::set_default(subscriber),
+    )
+}
+
 /// Asserts that none of `secrets` occurs in `logs`.
 pub fn assert_no_secrets(logs: &str, secrets: &[String]) {
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
@@ -49,12 +62,7 @@ pub fn assert_no_secrets(logs: &str, secrets: &[String]) {
 // subscriber captures the logs.
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_link_logs_no_token_device_code_or_user_code_at_trace() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(captured.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = capture(tracing::Level::TRACE);
     let fake = FakeMicrosoft::start().await;
     fake.set_device_code_timing(60, 1);
     let core = spawn_core(&fake).await;
@@ -85,4 +93,73 @@ async fn a_full_link_logs_no_token_device_code_or_user_code_at_trace() {
     secrets.extend(fake.issued_device_codes());
     secrets.push(code);
     assert_no_secrets(&logs, &secrets);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_app_registration_is_logged_once_per_incident_not_per_link() {
+    let (captured, _guard) = capture(tracing::Level::INFO);
+    let fake = FakeMicrosoft::start().await;
+    fake.set_device_code_timing(60, 1);
+    let core = spawn_core(&fake).await;
+    let users = [
+        DiscordUserId::new(11),
+        DiscordUserId::new(12),
+        DiscordUserId::new(13),
+    ];
+    for user in users {
+        crate::support::link(&core, &fake, user, &FakeUser::entra("ada")).await;
+    }
+    let refused = crate::support::microsoft::Reply::Error {
+        status: 401,
+        error: "invalid_client".into(),
+        codes: vec![7000218],
+        suberror: None,
+    };
+    fake.script_refresh([refused.clone(), refused.clone(), refused]);
+
+    for user in users {
+        let served = core
+            .tokens
+            .fresh_token(user, None, std::time::Duration::from_secs(300), true)
+            .await;
+        assert!(
+            served.is_ok(),
+            "the still-valid token is served: {served:?}"
+        );
+    }
+    let first_incident = captured
+        .text()
+        .matches("refuses the app registration")
+        .count();
+    core.tokens
+        .fresh_token(users[0], None, std::time::Duration::from_secs(300), true)
+        .await
+        .unwrap();
+    fake.script_refresh([crate::support::microsoft::Reply::Error {
+        status: 401,
+        error: "invalid_client".into(),
+        codes: vec![7000218],
+        suberror: None,
+    }]);
+    let _ = core
+        .tokens
+        .fresh_token(users[1], None, std::time::Duration::from_secs(300), true)
+        .await;
+
+    assert_eq!(first_incident, 1);
+    assert_eq!(
+        captured
+            .text()
+            .matches("refuses the app registration")
+            .count(),
+        2,
+        "a new incident after recovery"
+    );
+    let alerts = core
+        .notifier
+        .notices()
+        .iter()
+        .filter(|n| matches!(n, crate::support::Notice::Alert { .. }))
+        .count();
+    assert_eq!(alerts, 0, "operator problems are not the users'");
 }
