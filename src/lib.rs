@@ -100,7 +100,7 @@ impl App {
             .await
             .context("checking the secret key against stored secrets")?;
 
-        let http = discord::http_client(&config);
+        let http = discord::http_client(&config)?;
         let notifier = Arc::new(discord::DiscordNotifier::new(http.clone()));
         let settings = MicrosoftSettings::from_config(&config);
         let state = AppState::new(config.clone(), store, settings, notifier, shutdown.clone())?;

@@ -124,6 +124,8 @@ impl Linking {
 
         let relink = links::status(&self.inner.store, user).await?.is_some();
         let authorization = self.inner.microsoft.request_device_code().await?;
+        // The interval counts from Microsoft's answer, so the first poll never comes early.
+        let answered_at = Utc::now();
         let flow = Flow {
             user,
             device_code: authorization.device_code,
@@ -132,7 +134,7 @@ impl Linking {
             message: authorization.message,
             expires_at: now + authorization.expires_in,
             interval_secs: authorization.interval.as_secs(),
-            next_poll_at: now + authorization.interval,
+            next_poll_at: answered_at + authorization.interval,
             relink,
             message_ref: CodeMessage::Nowhere,
             outcome: None,

@@ -1,70 +1,72 @@
-//! The Discord front door (serenity): slash commands, the DMs that show device codes and
-//! outcomes, and the [`Notifier`] the core uses to reach users.
+//! The Discord front door (serenity): the gateway client, the slash commands, the DMs that show
+//! device codes and outcomes, and the [`DiscordNotifier`] the core uses to reach users. Nothing
+//! outside this module knows Discord's types.
+
+pub mod commands;
+pub mod error;
+mod handler;
+pub mod messages;
+mod notifier;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait::async_trait;
+use anyhow::Context as _;
+use serenity::all::{Client, ClientBuilder, CreateAllowedMentions, GatewayIntents};
 use serenity::http::{Http, HttpBuilder};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use self::notifier::DiscordNotifier;
+
+use self::handler::Handler;
 use crate::AppState;
 use crate::config::Config;
-use crate::domain::DiscordUserId;
-use crate::notify::{
-    Alert, CodeMessage, CodePrompt, FlowOutcome, Notifier, NotifyError, ReplyHandle,
-};
+
+/// Discord's own base URL; anything else is a proxy or a fake.
+const DISCORD_BASE: &str = "https://discord.com";
+
+/// Longest wait for a TCP (and TLS) connection to Discord's REST API.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest wait for a whole REST request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest wait for the gateway connection to close at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How often shutdown asks the shard manager again while a shard is still connecting.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
 /// serenity's HTTP client, pointed at `DISCORD_API_BASE`.
-pub fn http_client(config: &Config) -> Arc<Http> {
-    let mut builder = HttpBuilder::new(config.discord_token.expose());
+///
+/// # Errors
+/// Fails when the HTTP client cannot be built.
+pub fn http_client(config: &Config) -> anyhow::Result<Arc<Http>> {
+    build_http(config).map(Arc::new)
+}
+
+fn build_http(config: &Config) -> anyhow::Result<Http> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("building the Discord HTTP client")?;
+    // Names in messages are escaped, but no text the bot sends should ever ping anyone.
+    let mut builder = HttpBuilder::new(config.discord_token.expose())
+        .client(client)
+        .default_allowed_mentions(CreateAllowedMentions::new());
     let base = config.discord_api_base.as_str().trim_end_matches('/');
-    if base != "https://discord.com" {
+    if base != DISCORD_BASE {
         // serenity's rate limiter ignores the proxy setting, so it must be off for a proxy.
         builder = builder.proxy(base).ratelimiter_disabled(true);
     }
-    Arc::new(builder.build())
+    Ok(builder.build())
 }
 
-/// Reaches users through Discord.
-pub struct DiscordNotifier {
-    http: Arc<Http>,
-}
-
-impl DiscordNotifier {
-    /// A notifier sending through `http`.
-    pub fn new(http: Arc<Http>) -> Self {
-        Self { http }
-    }
-}
-
-#[async_trait]
-impl Notifier for DiscordNotifier {
-    async fn send_code(
-        &self,
-        _user: DiscordUserId,
-        _prompt: &CodePrompt,
-        _reply: Option<&ReplyHandle>,
-    ) -> Result<CodeMessage, NotifyError> {
-        let _ = &self.http;
-        Ok(CodeMessage::Nowhere)
-    }
-
-    async fn update_code(
-        &self,
-        _user: DiscordUserId,
-        _message: &CodeMessage,
-        _outcome: &FlowOutcome,
-    ) -> Result<(), NotifyError> {
-        Ok(())
-    }
-
-    async fn alert(&self, _user: DiscordUserId, _alert: &Alert) -> Result<(), NotifyError> {
-        Ok(())
-    }
-}
-
-/// Connects the bot; the returned task ends when `shutdown` is cancelled.
+/// Connects the bot; the returned task ends when `shutdown` is cancelled (after the gateway
+/// connection closed) or when the gateway fails for good.
 ///
 /// # Errors
 /// Fails when the client cannot be built.
@@ -73,9 +75,43 @@ pub async fn start(
     http: Arc<Http>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
-    let _ = (state, http);
-    Ok(tokio::spawn(async move {
-        shutdown.cancelled().await;
-        Ok(())
-    }))
+    // serenity's client takes its HTTP client by value; it uses its own only to find the
+    // gateway, while the handler answers through `http`, shared with the notifier.
+    let gateway_http = build_http(&state.config)?;
+    let handler = Handler::new(state, http);
+    // Slash commands and DMs the bot sends need no gateway intent.
+    let client = ClientBuilder::new_with_http(gateway_http, GatewayIntents::empty())
+        .event_handler(handler)
+        .await
+        .context("building the Discord client")?;
+    Ok(tokio::spawn(run(client, shutdown)))
+}
+
+async fn run(mut client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let shard_manager = client.shard_manager.clone();
+    let running = client.start();
+    tokio::pin!(running);
+    tokio::select! {
+        result = &mut running => return result.context("Discord gateway"),
+        () = shutdown.cancelled() => {}
+    }
+
+    tracing::info!("discord bot stopping");
+    let stopped = async {
+        loop {
+            shard_manager.shutdown_all().await;
+            // shutdown_all skips a shard that is still connecting; ask again until it stops.
+            tokio::select! {
+                result = &mut running => return result,
+                () = tokio::time::sleep(SHUTDOWN_POLL) => {}
+            }
+        }
+    };
+    match tokio::time::timeout(SHUTDOWN_GRACE, stopped).await {
+        Ok(result) => result.context("Discord gateway"),
+        Err(_) => {
+            tracing::warn!("discord gateway did not close in time");
+            Ok(())
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod app;
 mod cli;
+mod discord;
 mod linking;
 mod logs;
 mod tokens;
