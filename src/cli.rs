@@ -9,7 +9,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::Utc;
 use rand::RngCore as _;
 
-use crate::config::{ClientConfig, Config};
+use crate::config::{ClientConfig, Config, StoreConfig};
 use crate::domain::{DiscordUserId, Secret};
 use crate::store::api_keys::{self, CreateKeyError, Role};
 use crate::store::{self, Sealer, Store, StoreError};
@@ -66,6 +66,14 @@ pub async fn check() -> ExitCode {
 /// # Errors
 /// Fails when the key or the database cannot be opened.
 pub async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    open_database(&config.store_config()).await
+}
+
+/// Opens the database of `config` with its key.
+///
+/// # Errors
+/// Fails when the key or the database cannot be opened.
+pub async fn open_database(config: &StoreConfig) -> Result<Store, StoreError> {
     let (key, origin) = store::load_key(&config.secret_key)?;
     if origin == store::KeyOrigin::FileCreated {
         tracing::info!(path = ?config.secret_key, "created a new secret key file; back it up with the database");
@@ -89,12 +97,12 @@ fn valid_key_name(name: &str) -> bool {
 }
 
 /// `linkbot api-key create NAME`: prints the key once, and nothing else on standard output.
-pub async fn api_key_create(config: &Config, name: &str, role: Role) -> ExitCode {
+pub async fn api_key_create(config: &StoreConfig, name: &str, role: Role) -> ExitCode {
     if !valid_key_name(name) {
         eprintln!("error: NAME must be 1-64 letters, digits, '-', '_' or '.'");
         return ExitCode::from(USAGE);
     }
-    let store = match open_store(config).await {
+    let store = match open_database(config).await {
         Ok(store) => store,
         Err(err) => return runtime_failure(&err),
     };
@@ -117,8 +125,8 @@ pub async fn api_key_create(config: &Config, name: &str, role: Role) -> ExitCode
 }
 
 /// `linkbot api-key list`.
-pub async fn api_key_list(config: &Config) -> ExitCode {
-    let store = match open_store(config).await {
+pub async fn api_key_list(config: &StoreConfig) -> ExitCode {
+    let store = match open_database(config).await {
         Ok(store) => store,
         Err(err) => return runtime_failure(&err),
     };
@@ -154,8 +162,8 @@ pub async fn api_key_list(config: &Config) -> ExitCode {
 }
 
 /// `linkbot api-key revoke NAME`.
-pub async fn api_key_revoke(config: &Config, name: &str) -> ExitCode {
-    let store = match open_store(config).await {
+pub async fn api_key_revoke(config: &StoreConfig, name: &str) -> ExitCode {
+    let store = match open_database(config).await {
         Ok(store) => store,
         Err(err) => return runtime_failure(&err),
     };
@@ -232,12 +240,17 @@ pub async fn token(
         }
     };
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let body: serde_json::Value = response.json().await.unwrap_or_default();
     if status.is_success() {
         return match body.get("access_token").and_then(|t| t.as_str()) {
             Some(token) => emit(token),
             None => {
-                eprintln!("error: the API answered without a token");
+                eprintln!("error: the API answered without a token; is LINKBOT_API_URL a linkbot?");
                 ExitCode::from(RUNTIME)
             }
         };
@@ -251,10 +264,24 @@ pub async fn token(
         .and_then(|v| v.as_str())
         .unwrap_or("no details");
     eprintln!("error: {code} (HTTP {}): {message}", status.as_u16());
-    if status.as_u16() == 401 || status.as_u16() == 403 {
-        eprintln!("hint: check LINKBOT_API_KEY");
+    match code {
+        "unauthorized" | "forbidden" => {
+            eprintln!("hint: check LINKBOT_API_KEY (make one with `linkbot api-key create`)");
+            ExitCode::from(USAGE)
+        }
+        "invalid_request" => ExitCode::from(USAGE),
+        "not_found" => {
+            eprintln!("hint: check LINKBOT_API_URL; it should be the API's base URL");
+            ExitCode::from(USAGE)
+        }
+        "provider_unavailable" => {
+            if let Some(secs) = retry_after {
+                eprintln!("hint: try again in {secs} seconds");
+            }
+            ExitCode::from(RUNTIME)
+        }
+        _ => ExitCode::from(RUNTIME),
     }
-    ExitCode::from(RUNTIME)
 }
 
 fn runtime_failure(err: &dyn std::error::Error) -> ExitCode {

@@ -228,6 +228,59 @@ impl Config {
     }
 }
 
+/// Settings of the commands that only open the database (`linkbot api-key …`), so they run
+/// without the bot's credentials.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Database location (`DATABASE_URL`).
+    pub database_url: String,
+    /// Where the sealing key comes from (`LINKBOT_SECRET_KEY`, or a key file).
+    pub secret_key: KeySource,
+}
+
+impl StoreConfig {
+    /// Reads `DATABASE_URL` and `LINKBOT_SECRET_KEY`.
+    ///
+    /// # Errors
+    /// Returns every problem found, each naming its variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// As [`StoreConfig::from_env`], through `lookup`.
+    ///
+    /// # Errors
+    /// Returns every problem found, each naming its variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut reader = Reader {
+            lookup: &lookup,
+            problems: Vec::new(),
+        };
+        let database_url = reader
+            .optional("DATABASE_URL")
+            .unwrap_or_else(|| "sqlite://data/linkbot.db".to_owned());
+        match reader.secret_key(&database_url) {
+            Some(secret_key) if reader.problems.is_empty() => Ok(Self {
+                database_url,
+                secret_key,
+            }),
+            _ => Err(ConfigError {
+                problems: reader.problems,
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// The database part of the configuration.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            database_url: self.database_url.clone(),
+            secret_key: self.secret_key.clone(),
+        }
+    }
+}
+
 /// Settings of `linkbot token`, which talks to a running instance over HTTP.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -556,6 +609,18 @@ mod tests {
         );
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("postgres://db/x"), None);
+    }
+
+    #[test]
+    fn database_commands_need_neither_discord_nor_microsoft_settings() {
+        let config =
+            StoreConfig::from_lookup(lookup(&[("DATABASE_URL", "sqlite://x/y.db")])).unwrap();
+
+        assert_eq!(config.database_url, "sqlite://x/y.db");
+        assert_eq!(config.secret_key, KeySource::File(PathBuf::from("x/y.key")));
+        let err =
+            StoreConfig::from_lookup(lookup(&[("LINKBOT_SECRET_KEY", "c2hvcnQ=")])).unwrap_err();
+        assert_eq!(err.problems[0].variable, "LINKBOT_SECRET_KEY");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use linkbot::config::{ClientConfig, Config, ConfigError};
+use linkbot::config::{ClientConfig, Config, ConfigError, StoreConfig};
 use linkbot::{cli, telemetry};
 
 /// Links Discord users' Microsoft accounts and keeps their tokens fresh for server scripts.
@@ -98,7 +98,7 @@ async fn dispatch(command: Command) -> ExitCode {
             Ok(config) => report(linkbot::run(config).await),
             Err(err) => config_failure(&err),
         },
-        Command::ApiKey(command) => match Config::from_env() {
+        Command::ApiKey(command) => match StoreConfig::from_env() {
             Ok(config) => match command {
                 ApiKeyCommand::Create { name, role } => {
                     let role = match role {

@@ -28,6 +28,9 @@ pub const REFRESH_AHEAD: TimeDelta = TimeDelta::minutes(10);
 /// A link used within this window counts as hot and is refreshed ahead of expiry.
 pub const HOT_WINDOW: TimeDelta = TimeDelta::hours(24);
 
+/// A link's `last_used_at` is rewritten at most this often.
+const USE_RECORD_PERIOD: TimeDelta = TimeDelta::minutes(1);
+
 /// Default for `min_valid`: MSAL treats a token with less than 5 minutes left as expired.
 pub const DEFAULT_MIN_VALID: Duration = Duration::from_secs(300);
 
@@ -267,8 +270,16 @@ impl Tokens {
     /// expiry so later calls rarely wait.
     async fn note_use(&self, link: &Link, now: DateTime<Utc>) {
         let user = link.status.user;
-        if let Err(err) = links::touch(&self.inner.store, user, now).await {
-            tracing::warn!(user_id = %user, error = %err, "could not record token use");
+        // Hotness is judged over a day, so a use a minute old is fresh enough; skipping the
+        // write keeps busy links' reads free of SQLite's single write lock.
+        let recorded = link
+            .status
+            .last_used_at
+            .is_some_and(|used| now - used < USE_RECORD_PERIOD);
+        if !recorded {
+            if let Err(err) = links::touch(&self.inner.store, user, now).await {
+                tracing::warn!(user_id = %user, error = %err, "could not record token use");
+            }
         }
         let hot_at = first_refresh_at(now, link.status.access_expires_at);
         if link.status.next_refresh_at > hot_at && link.status.transient_failures == 0 {

@@ -21,12 +21,15 @@ pub struct AuditEvent {
     pub outcome: String,
 }
 
+const INSERT: &str = "INSERT INTO audit_events (at, actor, action, subject, detail, outcome) \
+    VALUES (?, ?, ?, ?, ?, ?)";
+
 /// Appends an event.
 ///
 /// # Errors
 /// Fails on database errors.
 pub async fn record(store: &Store, event: &AuditEvent) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO audit_events (at, actor, action, subject, detail, outcome) VALUES (?, ?, ?, ?, ?, ?)")
+    sqlx::query(INSERT)
         .bind(to_millis(event.at))
         .bind(&event.actor)
         .bind(&event.action)
@@ -35,6 +38,37 @@ pub async fn record(store: &Store, event: &AuditEvent) -> Result<(), StoreError>
         .bind(&event.outcome)
         .execute(store.pool())
         .await?;
+    Ok(())
+}
+
+/// Rows per `INSERT` of [`record_batch`]; 6 parameters each stays far below SQLite's limit.
+const BATCH_ROWS: usize = 100;
+
+/// Appends several events in one transaction, a hundred rows per statement: all of them land,
+/// or none.
+///
+/// # Errors
+/// Fails on database errors.
+pub async fn record_batch(store: &Store, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let mut tx = store.pool().begin().await?;
+    for chunk in events.chunks(BATCH_ROWS) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO audit_events (at, actor, action, subject, detail, outcome) ",
+        );
+        insert.push_values(chunk, |mut row, event| {
+            row.push_bind(to_millis(event.at))
+                .push_bind(&event.actor)
+                .push_bind(&event.action)
+                .push_bind(&event.subject)
+                .push_bind(&event.detail)
+                .push_bind(&event.outcome);
+        });
+        // Full chunks share one cached statement; each shorter length would be a statement
+        // of its own, crowding the connection's statement cache.
+        let full = chunk.len() == BATCH_ROWS;
+        insert.build().persistent(full).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -1,6 +1,10 @@
 //! The `links` table (one row per linked Discord user) and `scoped_tokens` (access tokens
 //! minted for other resources from a link's refresh token).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, SqliteConnection};
 
@@ -77,6 +81,89 @@ pub struct ScopedToken {
     pub scope: String,
     /// Its expiry.
     pub expires_at: DateTime<Utc>,
+}
+
+/// How long an unchanged link stays cached; this only bounds memory, since every write
+/// through this module drops the user's entry.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// Links read recently, so hot token reads skip the database. Every write below drops the
+/// user's entry, and only this process writes links.
+// Limitation: the cache is per process; several instances sharing one database (Postgres
+// scale-out) would serve a link another instance changed; notify instances of writes
+// (Postgres LISTEN/NOTIFY) before running more than one.
+#[derive(Debug, Default)]
+pub struct LinkCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// Bumped by every write, so a read that overlapped one does not cache what it read.
+    writes: u64,
+    entries: HashMap<DiscordUserId, (Instant, Arc<Link>)>,
+    /// Links written by [`save_new`] inside a caller's transaction, by their `linked_at`
+    /// (millis): until a read sees that row, what it reads may predate the commit.
+    uncommitted: HashMap<DiscordUserId, i64>,
+    /// Entry count at which expired entries are swept next.
+    sweep_at: usize,
+}
+
+impl LinkCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().expect("link cache is never poisoned")
+    }
+
+    /// The cached link, or the write count to hand to [`LinkCache::fill`] after reading it.
+    fn get(&self, user: DiscordUserId) -> Result<Arc<Link>, u64> {
+        let inner = self.lock();
+        match inner.entries.get(&user) {
+            Some((read_at, link)) if read_at.elapsed() < CACHE_TTL => Ok(Arc::clone(link)),
+            _ => Err(inner.writes),
+        }
+    }
+
+    /// Caches `link`, unless a write happened since `writes` was taken or the row may still
+    /// change when a caller's transaction commits.
+    fn fill(&self, user: DiscordUserId, link: &Link, writes: u64) {
+        let mut inner = self.lock();
+        if inner.writes != writes {
+            return;
+        }
+        if let Some(linked_at) = inner.uncommitted.get(&user) {
+            if *linked_at != to_millis(link.status.linked_at) {
+                return;
+            }
+            inner.uncommitted.remove(&user);
+        }
+        if inner.entries.len() >= inner.sweep_at {
+            inner
+                .entries
+                .retain(|_, (read_at, _)| read_at.elapsed() < CACHE_TTL);
+            inner.sweep_at = (inner.entries.len() * 2).max(1024);
+        }
+        inner
+            .entries
+            .insert(user, (Instant::now(), Arc::new(link.clone())));
+    }
+
+    /// Drops `user`'s entry after a write to their row. A write on the pool finishes only
+    /// after any transaction holding SQLite's write lock ended, so it also settles a
+    /// [`save_new`] that was waiting for its commit.
+    fn forget(&self, user: DiscordUserId) {
+        let mut inner = self.lock();
+        inner.writes += 1;
+        inner.entries.remove(&user);
+        inner.uncommitted.remove(&user);
+    }
+
+    /// Drops `user`'s entry for a write that commits later, with its caller's transaction.
+    fn forget_uncommitted(&self, user: DiscordUserId, linked_at: DateTime<Utc>) {
+        let mut inner = self.lock();
+        inner.writes += 1;
+        inner.entries.remove(&user);
+        inner.uncommitted.insert(user, to_millis(linked_at));
+    }
 }
 
 #[derive(FromRow)]
@@ -200,6 +287,9 @@ pub async fn save_new(
     .bind(to_millis(link.next_refresh_at))
     .execute(&mut *conn)
     .await?;
+    store
+        .link_cache()
+        .forget_uncommitted(link.user, link.linked_at);
     Ok(())
 }
 
@@ -208,6 +298,10 @@ pub async fn save_new(
 /// # Errors
 /// Fails on database errors, or when a token cannot be opened (wrong key, tampering).
 pub async fn find(store: &Store, user: DiscordUserId) -> Result<Option<Link>, StoreError> {
+    let writes = match store.link_cache().get(user) {
+        Ok(link) => return Ok(Some(Link::clone(&link))),
+        Err(writes) => writes,
+    };
     let row: Option<LinkRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM links WHERE discord_user_id = ?"
     ))
@@ -216,7 +310,7 @@ pub async fn find(store: &Store, user: DiscordUserId) -> Result<Option<Link>, St
     .await?;
     let Some(row) = row else { return Ok(None) };
     let status = row.status()?;
-    Ok(Some(Link {
+    let link = Link {
         access_token: store
             .sealer()
             .open(&row.access_token, &access_context(user))?,
@@ -224,7 +318,9 @@ pub async fn find(store: &Store, user: DiscordUserId) -> Result<Option<Link>, St
             .sealer()
             .open(&row.refresh_token, &refresh_context(user))?,
         status,
-    }))
+    };
+    store.link_cache().fill(user, &link, writes);
+    Ok(Some(link))
 }
 
 /// The user's link without its secrets.
@@ -315,6 +411,7 @@ pub async fn save_refresh(
     .bind(db_id(user)?)
     .execute(store.pool())
     .await?;
+    store.link_cache().forget(user);
     Ok(())
 }
 
@@ -337,6 +434,7 @@ pub async fn record_transient_failure(
     .bind(db_id(user)?)
     .execute(store.pool())
     .await?;
+    store.link_cache().forget(user);
     Ok(())
 }
 
@@ -361,6 +459,7 @@ pub async fn mark_relink_required(
     .execute(store.pool())
     .await?
     .rows_affected();
+    store.link_cache().forget(user);
     Ok(claimed == 1)
 }
 
@@ -378,6 +477,7 @@ pub async fn touch(
         .bind(db_id(user)?)
         .execute(store.pool())
         .await?;
+    store.link_cache().forget(user);
     Ok(())
 }
 
@@ -395,6 +495,7 @@ pub async fn reschedule(
         .bind(db_id(user)?)
         .execute(store.pool())
         .await?;
+    store.link_cache().forget(user);
     Ok(())
 }
 
@@ -419,6 +520,7 @@ pub async fn delete(store: &Store, user: DiscordUserId) -> Result<bool, StoreErr
         .await?
         .rows_affected();
     tx.commit().await?;
+    store.link_cache().forget(user);
     Ok(deleted == 1)
 }
 
@@ -531,6 +633,7 @@ pub async fn save_scoped(
             .await?;
     }
     tx.commit().await?;
+    store.link_cache().forget(user);
     Ok(())
 }
 
@@ -562,5 +665,81 @@ mod tests {
             !details.iter().any(|d| d.contains("TEMP B-TREE")),
             "no sort step: {details:?}"
         );
+    }
+
+    fn new_link(user: DiscordUserId, name: &str, linked_at: DateTime<Utc>) -> NewLink {
+        NewLink {
+            user,
+            account: Account {
+                tenant_id: "t".into(),
+                object_id: format!("oid-{name}"),
+                username: format!("{name}@contoso.example"),
+                display_name: name.into(),
+            },
+            scopes: "User.Read".into(),
+            access_token: Secret::new(format!("at-{name}")),
+            access_expires_at: linked_at + chrono::TimeDelta::hours(1),
+            refresh_token: Secret::new(format!("rt-{name}")),
+            linked_at,
+            next_refresh_at: linked_at + chrono::TimeDelta::minutes(50),
+        }
+    }
+
+    async fn file_store(dir: &tempfile::TempDir) -> Store {
+        let url = format!("sqlite://{}", dir.path().join("links.db").display());
+        Store::connect(&url, Sealer::new(&[2; 32])).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cached_link_is_dropped_by_every_write_through_this_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir).await;
+        let user = DiscordUserId::new(7);
+        let mut conn = store.pool().acquire().await.unwrap();
+        save_new(&mut conn, &store, &new_link(user, "ada", Utc::now()))
+            .await
+            .unwrap();
+        drop(conn);
+        find(&store, user).await.unwrap().unwrap();
+
+        // Behind the module's back, as no code path may: the cache does not see it.
+        sqlx::query("UPDATE links SET display_name = 'changed'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let cached = find(&store, user).await.unwrap().unwrap();
+        touch(&store, user, Utc::now()).await.unwrap();
+        let reread = find(&store, user).await.unwrap().unwrap();
+        delete(&store, user).await.unwrap();
+
+        assert_eq!(cached.status.account.display_name, "ada");
+        assert_eq!(reread.status.account.display_name, "changed");
+        assert!(find(&store, user).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_relink_inside_an_open_transaction_is_not_cached_before_it_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = file_store(&dir).await;
+        let user = DiscordUserId::new(8);
+        let first = Utc::now() - chrono::TimeDelta::hours(2);
+        let mut conn = store.pool().acquire().await.unwrap();
+        save_new(&mut conn, &store, &new_link(user, "ada", first))
+            .await
+            .unwrap();
+        drop(conn);
+        find(&store, user).await.unwrap().unwrap();
+
+        let mut tx = store.pool().begin().await.unwrap();
+        save_new(&mut tx, &store, &new_link(user, "eve", Utc::now()))
+            .await
+            .unwrap();
+        let during = find(&store, user).await.unwrap().unwrap();
+        tx.commit().await.unwrap();
+        let after = find(&store, user).await.unwrap().unwrap();
+
+        assert_eq!(during.status.account.display_name, "ada");
+        assert_eq!(after.status.account.display_name, "eve");
+        assert_eq!(after.access_token.expose(), "at-eve");
     }
 }

@@ -12,6 +12,7 @@ pub mod seal;
 use std::io::Write as _;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -30,6 +31,10 @@ use crate::config::{self, KeySource};
 pub struct Store {
     pool: SqlitePool,
     sealer: Sealer,
+    /// Links read recently, so hot token reads skip the database (see [`links::find`]).
+    links: Arc<links::LinkCache>,
+    /// How running servers learn of key revocations (see [`api_keys::revocation_stamp`]).
+    revocations: Arc<api_keys::Revocations>,
 }
 
 /// Where the sealing key came from, for the one start-up log line.
@@ -80,10 +85,17 @@ impl Store {
                 .await?
         };
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, sealer })
+        let marker = config::sqlite_path(database_url).map(|db| api_keys::marker_beside(&db));
+        Ok(Self {
+            pool,
+            sealer,
+            links: Arc::default(),
+            revocations: Arc::new(api_keys::Revocations::new(marker)),
+        })
     }
 
-    /// The connection pool, for transactions spanning several query fns.
+    /// The connection pool, for transactions spanning several query fns. Writes to `links`
+    /// must go through [`links`], whose functions keep the in-memory link cache right.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -91,6 +103,14 @@ impl Store {
     /// The sealer for secrets.
     pub fn sealer(&self) -> &Sealer {
         &self.sealer
+    }
+
+    pub(crate) fn link_cache(&self) -> &links::LinkCache {
+        &self.links
+    }
+
+    pub(crate) fn revocations(&self) -> &api_keys::Revocations {
+        &self.revocations
     }
 
     /// Closes every connection, checkpointing the WAL.

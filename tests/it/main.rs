@@ -3,7 +3,9 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod api;
 mod app;
+mod binary;
 mod cli;
 mod discord;
 mod linking;
