@@ -159,9 +159,7 @@ impl Config {
             reader.url("MICROSOFT_AUTHORITY", "https://login.microsoftonline.com");
         let microsoft_scopes = reader.scopes();
         let graph_api_base = reader.url("GRAPH_API_BASE", "https://graph.microsoft.com");
-        let database_url = reader
-            .optional("DATABASE_URL")
-            .unwrap_or_else(|| "sqlite://data/linkbot.db".to_owned());
+        let database_url = reader.database_url();
         let secret_key = reader.secret_key(&database_url);
         let api_listen = reader.socket_addr("API_LISTEN", "127.0.0.1:8787");
         let keepalive = reader.days("LINKBOT_KEEPALIVE_DAYS", 7, 80);
@@ -256,9 +254,7 @@ impl StoreConfig {
             lookup: &lookup,
             problems: Vec::new(),
         };
-        let database_url = reader
-            .optional("DATABASE_URL")
-            .unwrap_or_else(|| "sqlite://data/linkbot.db".to_owned());
+        let database_url = reader.database_url();
         match reader.secret_key(&database_url) {
             Some(secret_key) if reader.problems.is_empty() => Ok(Self {
                 database_url,
@@ -433,6 +429,19 @@ impl Reader<'_> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect()
+    }
+
+    fn database_url(&mut self) -> String {
+        let url = self
+            .optional("DATABASE_URL")
+            .unwrap_or_else(|| "sqlite://data/linkbot.db".to_owned());
+        if !url.starts_with("sqlite:") {
+            self.problem(
+                "DATABASE_URL",
+                "must be a SQLite URL such as sqlite://data/linkbot.db (this version stores links in SQLite only)",
+            );
+        }
+        url
     }
 
     fn secret_key(&mut self, database_url: &str) -> Option<KeySource> {
@@ -621,6 +630,23 @@ mod tests {
         let err =
             StoreConfig::from_lookup(lookup(&[("LINKBOT_SECRET_KEY", "c2hvcnQ=")])).unwrap_err();
         assert_eq!(err.problems[0].variable, "LINKBOT_SECRET_KEY");
+    }
+
+    #[test]
+    fn only_sqlite_databases_are_accepted() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("DATABASE_URL", "postgres://db/linkbot"),
+            (
+                "LINKBOT_SECRET_KEY",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+        ]);
+
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+
+        assert_eq!(err.problems.len(), 1);
+        assert_eq!(err.problems[0].variable, "DATABASE_URL");
     }
 
     #[test]
