@@ -9,15 +9,12 @@ mod microsoft;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use linkbot::domain::{Account, DiscordUserId, Secret};
 use linkbot::linking::Linking;
 use linkbot::microsoft::{MicrosoftClient, MicrosoftSettings};
-use linkbot::notify::{
-    Alert, CodeMessage, CodePrompt, FlowOutcome, Notifier, NotifyError, ReplyHandle,
-};
+use linkbot::notify::{Discard, Notifier};
 use linkbot::store::links::{self, NewLink};
 use linkbot::store::{Sealer, Store};
 use linkbot::tokens::{Clock, Tokens};
@@ -27,33 +24,6 @@ use microsoft::{FakeMicrosoft, FakeUser};
 
 const LINKS: u64 = 100_000;
 const DUE: i64 = 1_000;
-
-struct Silent;
-
-#[async_trait]
-impl Notifier for Silent {
-    async fn send_code(
-        &self,
-        _: DiscordUserId,
-        _: &CodePrompt,
-        _: Option<&ReplyHandle>,
-    ) -> Result<CodeMessage, NotifyError> {
-        Ok(CodeMessage::Nowhere)
-    }
-
-    async fn update_code(
-        &self,
-        _: DiscordUserId,
-        _: &CodeMessage,
-        _: &FlowOutcome,
-    ) -> Result<(), NotifyError> {
-        Ok(())
-    }
-
-    async fn alert(&self, _: DiscordUserId, _: &Alert) -> Result<(), NotifyError> {
-        Ok(())
-    }
-}
 
 struct Setup {
     store: Store,
@@ -82,7 +52,7 @@ async fn setup() -> Setup {
         request_timeout: Duration::from_secs(10),
     };
     let client = MicrosoftClient::new(settings).expect("client");
-    let notifier: Arc<dyn Notifier> = Arc::new(Silent);
+    let notifier: Arc<dyn Notifier> = Arc::new(Discard);
 
     // One real device flow yields a refresh token the fake will honour.
     let linking = Linking::new(

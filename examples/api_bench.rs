@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{TimeDelta, Utc};
@@ -20,9 +19,7 @@ use tokio_util::sync::CancellationToken;
 use linkbot::config::Config;
 use linkbot::domain::{Account, DiscordUserId, Secret};
 use linkbot::microsoft::MicrosoftSettings;
-use linkbot::notify::{
-    Alert, CodeMessage, CodePrompt, FlowOutcome, Notifier, NotifyError, ReplyHandle,
-};
+use linkbot::notify::Discard;
 use linkbot::store::api_keys::{self, Role};
 use linkbot::store::links::{self, NewLink};
 use linkbot::{AppState, api, cli};
@@ -33,34 +30,6 @@ const FIRST_ID: u64 = 300_000_000_000_000_001;
 /// About the size of a real Microsoft Graph access token (a signed JWT).
 const ACCESS_TOKEN_BYTES: usize = 1200;
 const REFRESH_TOKEN_BYTES: usize = 750;
-
-/// Reaches nobody: the benchmark runs no bot.
-struct Silent;
-
-#[async_trait]
-impl Notifier for Silent {
-    async fn send_code(
-        &self,
-        _: DiscordUserId,
-        _: &CodePrompt,
-        _: Option<&ReplyHandle>,
-    ) -> Result<CodeMessage, NotifyError> {
-        Ok(CodeMessage::Nowhere)
-    }
-
-    async fn update_code(
-        &self,
-        _: DiscordUserId,
-        _: &CodeMessage,
-        _: &FlowOutcome,
-    ) -> Result<(), NotifyError> {
-        Ok(())
-    }
-
-    async fn alert(&self, _: DiscordUserId, _: &Alert) -> Result<(), NotifyError> {
-        Ok(())
-    }
-}
 
 fn random_text(bytes: usize) -> Secret {
     let mut raw = vec![0u8; bytes * 3 / 4];
@@ -114,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         store.clone(),
         settings,
-        Arc::new(Silent),
+        Arc::new(Discard),
         shutdown.clone(),
     )?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -115,3 +115,32 @@ pub trait Notifier: Send + Sync {
     /// Tells the user something needs their action.
     async fn alert(&self, user: DiscordUserId, alert: &Alert) -> Result<(), NotifyError>;
 }
+
+/// A notifier that reaches nobody, for tools and benchmarks that run the core without chat.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Discard;
+
+#[async_trait]
+impl Notifier for Discard {
+    async fn send_code(
+        &self,
+        _user: DiscordUserId,
+        _prompt: &CodePrompt,
+        _reply: Option<&ReplyHandle>,
+    ) -> Result<CodeMessage, NotifyError> {
+        Ok(CodeMessage::Nowhere)
+    }
+
+    async fn update_code(
+        &self,
+        _user: DiscordUserId,
+        _message: &CodeMessage,
+        _outcome: &FlowOutcome,
+    ) -> Result<(), NotifyError> {
+        Ok(())
+    }
+
+    async fn alert(&self, _user: DiscordUserId, _alert: &Alert) -> Result<(), NotifyError> {
+        Ok(())
+    }
+}
