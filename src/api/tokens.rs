@@ -13,7 +13,7 @@ use crate::api::auth::Caller;
 use crate::api::params::{Params, UserPath};
 use crate::api::{ApiError, ApiState};
 use crate::domain::DiscordUserId;
-use crate::store::audit::AuditEvent;
+use crate::store::audit::{self, AuditEvent};
 use crate::tokens::{DEFAULT_MIN_VALID, FreshToken, TokenError};
 
 /// Longest `min_valid` accepted. Microsoft's access tokens live 60 to 90 minutes, so a larger
@@ -88,7 +88,7 @@ pub async fn token(
 
     // Attempts on a link are audited whatever their outcome; ids nobody linked are not.
     let outcome = match &result {
-        Ok(_) => Some("ok"),
+        Ok(_) => Some(audit::OK),
         Err(TokenError::NotLinked) => None,
         Err(err) => Some(ApiError::from(err.clone()).status_and_code().1),
     };
@@ -96,7 +96,7 @@ pub async fn token(
         let event = AuditEvent {
             at: Utc::now(),
             actor: caller.actor(),
-            action: "token.issue".to_owned(),
+            action: audit::TOKEN_ISSUE.to_owned(),
             subject: user.to_string(),
             detail: scope.map(str::to_owned),
             outcome: outcome.to_owned(),

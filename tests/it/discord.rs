@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{TimeDelta, Utc};
 use linkbot::domain::{DiscordUserId, LinkState};
+use linkbot::store::api_keys::{self, Role};
 use linkbot::store::{audit, links};
 use serde_json::Value;
 
@@ -464,4 +466,63 @@ async fn a_discord_sign_in_logs_no_interaction_token_code_or_token_even_at_trace
     secrets.extend(microsoft.issued_refresh_tokens());
     secrets.extend(microsoft.issued_device_codes());
     assert_no_secrets(&logs, &secrets);
+}
+
+#[tokio::test]
+async fn status_names_the_api_keys_that_fetched_the_token() {
+    let app = spawn_app().await;
+    link_through_discord(&app, &FakeUser::entra("ada lovelace")).await;
+    let key = linkbot::cli::generate_api_key();
+    api_keys::create(
+        &app.state.store,
+        "reporting",
+        Role::Reader,
+        &key,
+        Utc::now(),
+    )
+    .await
+    .expect("key is stored");
+    api_keys::create(
+        &app.state.store,
+        "idle-cron",
+        Role::Reader,
+        &linkbot::cli::generate_api_key(),
+        Utc::now(),
+    )
+    .await
+    .expect("key is stored");
+
+    let (_, before) = run_command(&app, "microsoft-status", "Your Microsoft account").await;
+    let answer = app
+        .client
+        .get(format!("{}/v1/users/{USER}/token", app.api))
+        .bearer_auth(key.expose())
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(answer.status(), 200);
+    // The API stores audit rows in batches, shortly after answering.
+    let stored = async {
+        let since = Utc::now() - TimeDelta::hours(1);
+        while audit::fetches_for_subject(&app.state.store, &USER.to_string(), since)
+            .await
+            .expect("audit reads")
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, stored)
+        .await
+        .expect("the fetch is audited");
+    let (_, after) = run_command(&app, "microsoft-status", "Your Microsoft account").await;
+
+    assert!(!before.contains("reporting"), "{before}");
+    assert!(
+        after.contains("API keys that fetched your token in the last 7 days: `reporting`"),
+        "{after}"
+    );
+    assert!(!after.contains("idle-cron"), "{after}");
+    assert!(!after.contains(key.expose()));
+    app.stop().await;
 }

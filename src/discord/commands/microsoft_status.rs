@@ -9,7 +9,7 @@ use crate::discord::commands::{Answer, expect_no_options, invoker};
 use crate::discord::error::CommandError;
 use crate::discord::messages::{self, StatusView};
 use crate::domain::DiscordUserId;
-use crate::store::audit::{self, AuditEvent};
+use crate::store::audit;
 use crate::store::{flows, links};
 
 /// The command's name.
@@ -17,9 +17,6 @@ pub const NAME: &str = "microsoft-status";
 
 /// How far back the status looks for API keys that fetched the user's token.
 const KEY_USE_WINDOW: TimeDelta = TimeDelta::days(7);
-
-/// The audit action the API writes when it hands out a token.
-const TOKEN_ISSUE: &str = "token.issue";
 
 /// What the command needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,49 +55,28 @@ pub async fn run(state: &AppState, input: Input) -> Result<Answer, CommandError>
         .filter(|f| f.outcome.is_none() && f.expires_at > now)
         .map(|f| f.expires_at);
     let subject = input.user.to_string();
-    let events = audit::for_subject(&state.store, &subject, now - KEY_USE_WINDOW).await?;
+    let fetches = audit::fetches_for_subject(&state.store, &subject, now - KEY_USE_WINDOW).await?;
 
     let view = StatusView {
         link,
         pending_until,
-        key_uses: key_uses(&events),
+        key_uses: key_uses(fetches),
     };
     Ok(Answer::Show(messages::status(&view)))
 }
 
-/// Each API key that fetched a token, with its latest fetch, newest first. `events` come newest
-/// first from the store.
-fn key_uses(events: &[AuditEvent]) -> Vec<(String, DateTime<Utc>)> {
-    let mut uses: Vec<(String, DateTime<Utc>)> = Vec::new();
-    let fetches = events
-        .iter()
-        .filter(|e| e.action == TOKEN_ISSUE && e.outcome == "ok");
-    for event in fetches {
-        let Some(key) = event.actor.strip_prefix("key:") else {
-            continue;
-        };
-        if !uses.iter().any(|(name, _)| name == key) {
-            uses.push((key.to_owned(), event.at));
-        }
-    }
-    uses
+/// The API keys among the actors that fetched a token, by name, newest first as the store
+/// returns them.
+fn key_uses(fetches: Vec<(String, DateTime<Utc>)>) -> Vec<(String, DateTime<Utc>)> {
+    fetches
+        .into_iter()
+        .filter_map(|(actor, at)| Some((actor.strip_prefix("key:")?.to_owned(), at)))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn event(actor: &str, action: &str, outcome: &str, minutes_ago: i64) -> AuditEvent {
-        AuditEvent {
-            at: DateTime::from_timestamp(1_700_000_000, 0).unwrap()
-                - TimeDelta::minutes(minutes_ago),
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            subject: "42".to_owned(),
-            detail: None,
-            outcome: outcome.to_owned(),
-        }
-    }
 
     #[test]
     fn the_input_is_the_invoking_user() {
@@ -113,22 +89,21 @@ mod tests {
     }
 
     #[test]
-    fn key_uses_list_each_key_once_with_its_latest_successful_fetch() {
-        let events = [
-            event("key:reporting", TOKEN_ISSUE, "ok", 1),
-            event("key:backup", TOKEN_ISSUE, "relink_required", 2),
-            event("discord:42", "link.delete", "ok", 3),
-            event("key:backup", TOKEN_ISSUE, "ok", 4),
-            event("key:reporting", TOKEN_ISSUE, "ok", 5),
+    fn key_uses_name_the_keys_and_skip_other_actors() {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let fetches = vec![
+            ("key:reporting".to_owned(), now),
+            ("discord:42".to_owned(), now - TimeDelta::minutes(1)),
+            ("key:backup".to_owned(), now - TimeDelta::minutes(2)),
         ];
 
-        let uses = key_uses(&events);
+        let uses = key_uses(fetches);
 
         assert_eq!(
             uses,
             [
-                ("reporting".to_owned(), events[0].at),
-                ("backup".to_owned(), events[3].at),
+                ("reporting".to_owned(), now),
+                ("backup".to_owned(), now - TimeDelta::minutes(2)),
             ]
         );
     }
