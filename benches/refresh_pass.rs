@@ -71,7 +71,7 @@ async fn setup() -> Setup {
     fake.approve(&code, &FakeUser::entra("bench"));
     let refresh_token = loop {
         if let Some(link) = links::find(&store, first).await.expect("read") {
-            break link.refresh_token;
+            break link.refresh_token.clone();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };

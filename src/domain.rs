@@ -2,6 +2,7 @@
 //! secrets. Nothing here talks to the network or the database.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -119,14 +120,15 @@ pub struct Account {
 /// A secret string (token, device code, key) that prints as `[redacted]`.
 ///
 /// The value is reachable only through [`Secret::expose`], so every place that handles the
-/// plain text is easy to find.
+/// plain text is easy to find. Clones share one allocation: a cached access token is handed
+/// to every caller that asks for it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(Arc<str>);
 
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self(Arc::from(value.into()))
     }
 
     /// The plain value, for the few places that must send or seal it.
@@ -143,7 +145,7 @@ impl fmt::Debug for Secret {
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Self(value)
+        Self(Arc::from(value))
     }
 }
 

@@ -364,7 +364,7 @@ impl Tokens {
                             access_token: cached.access_token,
                             expires_at: cached.expires_at,
                             scope: cached.scope,
-                            account: link.status.account,
+                            account: link.status.account.clone(),
                         });
                     }
                 }

@@ -125,7 +125,7 @@ impl LinkCache {
 
     /// Caches `link`, unless a write happened since `writes` was taken or the row may still
     /// change when a caller's transaction commits.
-    fn fill(&self, user: DiscordUserId, link: &Link, writes: u64) {
+    fn fill(&self, user: DiscordUserId, link: &Arc<Link>, writes: u64) {
         let mut inner = self.lock();
         if inner.writes != writes {
             return;
@@ -144,7 +144,7 @@ impl LinkCache {
         }
         inner
             .entries
-            .insert(user, (Instant::now(), Arc::new(link.clone())));
+            .insert(user, (Instant::now(), Arc::clone(link)));
     }
 
     /// Drops `user`'s entry after a write to their row. A write on the pool finishes only
@@ -297,9 +297,9 @@ pub async fn save_new(
 ///
 /// # Errors
 /// Fails on database errors, or when a token cannot be opened (wrong key, tampering).
-pub async fn find(store: &Store, user: DiscordUserId) -> Result<Option<Link>, StoreError> {
+pub async fn find(store: &Store, user: DiscordUserId) -> Result<Option<Arc<Link>>, StoreError> {
     let writes = match store.link_cache().get(user) {
-        Ok(link) => return Ok(Some(Link::clone(&link))),
+        Ok(link) => return Ok(Some(link)),
         Err(writes) => writes,
     };
     let row: Option<LinkRow> = sqlx::query_as(&format!(
@@ -310,7 +310,7 @@ pub async fn find(store: &Store, user: DiscordUserId) -> Result<Option<Link>, St
     .await?;
     let Some(row) = row else { return Ok(None) };
     let status = row.status()?;
-    let link = Link {
+    let link = Arc::new(Link {
         access_token: store
             .sealer()
             .open(&row.access_token, &access_context(user))?,
@@ -318,7 +318,7 @@ pub async fn find(store: &Store, user: DiscordUserId) -> Result<Option<Link>, St
             .sealer()
             .open(&row.refresh_token, &refresh_context(user))?,
         status,
-    };
+    });
     store.link_cache().fill(user, &link, writes);
     Ok(Some(link))
 }

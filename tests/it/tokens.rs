@@ -411,7 +411,8 @@ async fn a_token_for_another_resource_is_minted_and_cached_without_touching_the_
         .await
         .unwrap()
         .unwrap()
-        .access_token;
+        .access_token
+        .clone();
     let scope = "api://reports.example/.default";
 
     let other = core
