@@ -35,6 +35,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for the gateway connection to close at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// First wait before asking for the gateway address again; it doubles up to the next.
+const GATEWAY_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// Longest wait between two requests for the gateway address.
+const GATEWAY_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// How often shutdown asks the shard manager again while a shard is still connecting.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
@@ -78,13 +84,49 @@ pub async fn start(
     // serenity's client takes its HTTP client by value; it uses its own only to find the
     // gateway, while the handler answers through `http`, shared with the notifier.
     let gateway_http = build_http(&state.config)?;
-    let handler = Handler::new(state, http);
-    // Slash commands and DMs the bot sends need no gateway intent.
-    let client = ClientBuilder::new_with_http(gateway_http, GatewayIntents::empty())
-        .event_handler(handler)
-        .await
-        .context("building the Discord client")?;
-    Ok(tokio::spawn(run(client, shutdown)))
+    Ok(tokio::spawn(async move {
+        let Some(url) = find_gateway(&http, &shutdown).await else {
+            return Ok(());
+        };
+        let handler = Handler::new(state, http);
+        // Slash commands and DMs the bot sends need no gateway intent.
+        let client = ClientBuilder::new_with_http(gateway_http, GatewayIntents::empty())
+            .event_handler(handler)
+            .await
+            .context("building the Discord client")?;
+        // serenity asks for the gateway again while building, and when that answer fails it
+        // connects to Discord's public gateway whatever base URL was configured, which would
+        // take the bot token past a proxy. The address found above is the one used.
+        *client.ws_url.lock().await = url;
+        run(client, shutdown).await
+    }))
+}
+
+/// The gateway address from `GET /gateway`, asked again with growing waits until it comes or
+/// `shutdown` is cancelled (then `None`). Discord being down must not stop the API.
+async fn find_gateway(http: &Http, shutdown: &CancellationToken) -> Option<String> {
+    let mut wait = GATEWAY_RETRY_FIRST;
+    loop {
+        let found = tokio::select! {
+            found = http.get_gateway() => found,
+            () = shutdown.cancelled() => return None,
+        };
+        match found {
+            Ok(gateway) => return Some(gateway.url),
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    retry_in_secs = wait.as_secs(),
+                    "could not ask Discord for its gateway address; retrying"
+                );
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return None,
+        }
+        wait = (wait * 2).min(GATEWAY_RETRY_MAX);
+    }
 }
 
 async fn run(mut client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -216,6 +216,16 @@ impl FakeDiscord {
         model.failures.extend(std::iter::repeat_n(status, count));
     }
 
+    /// Makes the next `count` gateway lookups (`GET /gateway` and `/gateway/bot`) answer
+    /// `status` instead of the gateway address, as when Discord or a proxy is failing.
+    pub fn fail_next_gateway_lookups(&self, status: u16, count: usize) {
+        let status = StatusCode::from_u16(status).expect("a gateway failure is an HTTP status");
+        let mut model = self.shared.model();
+        model
+            .gateway_failures
+            .extend(std::iter::repeat_n(status, count));
+    }
+
     /// Every REST call received so far, in order.
     pub fn calls(&self) -> Vec<RecordedCall> {
         self.shared.model().calls.clone()
@@ -344,6 +354,7 @@ struct Model {
     dm_channels: HashMap<u64, u64>,
     closed_dms: HashSet<u64>,
     failures: VecDeque<StatusCode>,
+    gateway_failures: VecDeque<StatusCode>,
     /// Channel messages in creation order.
     messages: Vec<StoredMessage>,
     interactions: Vec<InteractionRecord>,
@@ -767,6 +778,11 @@ fn route(model: &mut Model, port: u16, call: &RecordedCall) -> Response {
     let app = FakeDiscord::APPLICATION_ID.to_string();
     let body = &call.body;
 
+    if call.method == "GET" && segments.first() == Some(&"gateway") {
+        if let Some(status) = model.gateway_failures.pop_front() {
+            return scripted_failure(status);
+        }
+    }
     match (call.method.as_str(), segments.as_slice()) {
         ("GET", ["gateway"]) => Json(json!({ "url": gateway_url(port) })).into_response(),
         ("GET", ["gateway", "bot"]) => Json(json!({
