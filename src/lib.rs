@@ -121,7 +121,6 @@ impl App {
             ("api", result)
         });
         let bot = discord::start(state.clone(), http, shutdown.clone())
-            .await
             .context("starting the Discord bot")?;
         jobs.spawn(async move { ("discord", bot.await.unwrap_or_else(|err| Err(err.into()))) });
 

@@ -71,12 +71,12 @@ fn build_http(config: &Config) -> anyhow::Result<Http> {
     Ok(builder.build())
 }
 
-/// Connects the bot; the returned task ends when `shutdown` is cancelled (after the gateway
-/// connection closed) or when the gateway fails for good.
+/// Connects the bot in a task of its own, which ends when `shutdown` is cancelled (after the
+/// gateway connection closed) or when the gateway fails for good.
 ///
 /// # Errors
-/// Fails when the client cannot be built.
-pub async fn start(
+/// Fails when serenity's HTTP client cannot be built.
+pub fn start(
     state: AppState,
     http: Arc<Http>,
     shutdown: CancellationToken,
